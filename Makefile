@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt package.json package-lock.json 2>/dev/null | sha1sum | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install run test test-postgres test-sqlite services chromium bench clean
+
+$(STAMP): requirements.txt $(wildcard package.json package-lock.json)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; fi
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo "Switchboard is serving at http://$(HOST):$(PORT)/"
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+services:
+	@bash scripts/services.sh
+
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# The whole suite on PostgreSQL and Redis, then the unit suite again on the embedded SQLite default.
+test: install services chromium test-postgres test-sqlite
+
+test-postgres:
+	DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-sqlite:
+	DATABASE_URL=sqlite:///$(CURDIR)/.venv/unit.sqlite3 $(PY) -m pytest -p no:cacheprovider -m unit $(PYTEST_ARGS)
+
+bench: install services
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) staticfiles node_modules

@@ -1,0 +1,84 @@
+"""Django admin for operators. API keys show only their digest, prefix and last four characters:
+the secret is never stored, so it can never be shown here."""
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from accounts.models import Agent, ApiKey, Deployment, Environment, Membership, Project, UsageRecord, User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "is_staff", "is_active", "date_joined"]
+    search_fields = ["email"]
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "owner", "created_at"]
+    search_fields = ["name", "slug", "owner__email"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "project", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "project__slug"]
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ["project", "kind"]
+    list_filter = ["kind"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "masked", "project", "environment", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = ["environment__kind"]
+    search_fields = ["name", "key_id", "prefix", "project__slug"]
+    readonly_fields = [
+        "id", "key_id", "project", "environment", "prefix", "digest", "last4", "created_by", "created_at",
+        "last_used_at", "rotated_from", "rotation_grace_ends_at",
+    ]
+    fields = readonly_fields[:3] + ["name"] + readonly_fields[3:] + ["expires_at", "revoked_at"]
+
+    def has_add_permission(self, request):
+        # A key made here would have no secret anyone could see: create keys in the portal, API or createkey.
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "provider", "model"]
+    list_filter = ["provider"]
+    exclude = ["credential_encrypted"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "environment", "agent", "deployment_key", "is_default"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "project", "key_id", "dialect", "metric", "quantity", "cost_micros"]
+    list_filter = ["dialect", "metric"]
+    search_fields = ["key_id", "session_id", "project__slug"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The ledger is append-only history.
+        return [f.name for f in self.model._meta.fields]

@@ -1,0 +1,224 @@
+"""Tenancy and billing data: users, projects, memberships, environments, API keys, agents,
+deployments and the usage ledger. Business rules live in services.py / selectors.py, not here."""
+import uuid
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.db.models import Q
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create_user(self, email, password, **extra):
+        if not email:
+            raise ValueError("An email address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email, password=None, **extra):
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create_user(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person who signs in to the portal. The email address is the login."""
+
+    username = None
+    email = models.EmailField("email address", unique=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    objects = UserManager()
+
+    def __str__(self):
+        return self.email
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=60, unique=True)
+    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_projects")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "project"], name="unique_membership")]
+
+    def __str__(self):
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class EnvironmentKind(models.TextChoices):
+    DEVELOPMENT = "development", "Development"
+    STAGING = "staging", "Staging"
+    PRODUCTION = "production", "Production"
+
+
+# The short form used in API key prefixes: sb_<short>_...
+ENVIRONMENT_SHORT = {
+    EnvironmentKind.DEVELOPMENT: "dev",
+    EnvironmentKind.STAGING: "stg",
+    EnvironmentKind.PRODUCTION: "prod",
+}
+
+
+class Environment(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    kind = models.CharField(max_length=12, choices=EnvironmentKind.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "kind"], name="unique_environment_kind")]
+        ordering = ["id"]
+
+    @property
+    def short(self) -> str:
+        return ENVIRONMENT_SHORT[self.kind]
+
+    def __str__(self):
+        return f"{self.project.slug}/{self.kind}"
+
+
+def _new_key_id() -> str:
+    return "key_" + uuid.uuid4().hex[:20]
+
+
+class ApiKey(models.Model):
+    """An API key. The secret itself is never stored: only its SHA-256 digest, a display prefix
+    and the last four characters. ``key_id`` is stable across rotation so usage history follows it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key_id = models.CharField(max_length=32, default=_new_key_id, db_index=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=20)
+    digest = models.CharField(max_length=64, unique=True)
+    last4 = models.CharField(max_length=4)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    rotated_from = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_to"
+    )
+    # Set on the old key when it is rotated: it stays valid until then (the grace period).
+    rotation_grace_ends_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def masked(self) -> str:
+        return f"{self.prefix}…{self.last4}"
+
+    def __str__(self):
+        return f"{self.name} ({self.masked})"
+
+
+class Provider(models.TextChoices):
+    LOCAL = "local", "Local agent"
+    OPENAI = "openai", "OpenAI"
+    INWORLD = "inworld", "Inworld"
+    CUSTOM = "custom", "Custom URL"
+
+
+class Agent(models.Model):
+    """A named upstream configuration. The credential is encrypted at rest and never shown back."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=10, choices=Provider.choices, default=Provider.LOCAL)
+    url = models.CharField(max_length=500, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    voice = models.CharField(max_length=100, blank=True)
+    instructions = models.TextField(blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    header_template = models.JSONField(default=dict, blank=True)
+    credential_encrypted = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_agent_name")]
+
+    def __str__(self):
+        return self.name
+
+
+def _new_deployment_key() -> str:
+    return "dep_" + uuid.uuid4().hex[:24]
+
+
+class Deployment(models.Model):
+    """Binds an agent to one environment; ``deployment_key`` is public (it is not a secret)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="deployments")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="deployments")
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="deployments")
+    name = models.CharField(max_length=100)
+    deployment_key = models.CharField(max_length=40, unique=True, default=_new_deployment_key)
+    is_default = models.BooleanField(default=False)
+    task_upstream_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment"], condition=Q(is_default=True), name="one_default_deployment_per_environment"
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class UsageRecord(models.Model):
+    """The billing ledger. ``idempotency_key`` makes a retried write count once.
+    Money is integer micro-units of the currency. Quantities are exact decimals in the metric's unit
+    (seconds to the millisecond for *_seconds metrics; whole counts for tokens, messages, tasks)."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records")
+    key_id = models.CharField(max_length=32, db_index=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage_records")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="usage_records")
+    session_id = models.CharField(max_length=100)
+    dialect = models.CharField(max_length=20)
+    metric = models.CharField(max_length=60)
+    quantity = models.DecimalField(max_digits=20, decimal_places=3)
+    unit_price_micros = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+    occurred_at = models.DateTimeField(db_index=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "occurred_at"]), models.Index(fields=["key_id", "metric"])]

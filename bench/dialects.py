@@ -1,0 +1,302 @@
+"""Dialects benchmark: what the tasks and conversation adapters cost on top of their references.
+
+Per run, on fresh processes on loopback (daphne serving project.asgi:application, a throwaway
+PostgreSQL database, Redis):
+  tasks ping       one connection, sequential ``ping`` tasks: round-trip p50/p95. Every result goes
+                   through the redelivery outbox (Redis, or in-process without REDIS_URL) and a
+                   channel-layer notice. Reference: bench/tasks_reference.py, the same exchange with
+                   no auth, database, buffer or notice.
+  tasks throughput CONNECTIONS connections, each keeping WINDOW pings in flight: tasks per second.
+  conversation     one connection, sequential ConversationRequests answered by the built-in local agent
+                   (text): p50 per turn. Reference: the same turn through the realtime dialect
+                   (conversation.item.create + response.create until response.done) on the same server.
+
+Medians over runs; ratios are taken within each run, then their median. ``python bench/dialects.py``
+writes the dialects section of bench/README.md and bench/results/dialects.json; ``--no-write`` prints.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relay import (  # noqa: E402  (bench helpers: processes, database, machine description)
+    BASE_DIR, GATEWAY_ENV, free_port, machine, percentile, prepare_database, start_server,
+)
+
+README = BASE_DIR / "bench" / "README.md"
+RESULTS = BASE_DIR / "bench" / "results" / "dialects.json"
+SECTION_BEGIN = "<!-- dialects:begin (written by bench/dialects.py; edit the script, not this section) -->"
+SECTION_END = "<!-- dialects:end -->"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/switchboard_bench_dialects"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
+# Persistent database connections, as in production: the conversation dialect writes each exchange.
+BENCH_ENV = {**GATEWAY_ENV, "TASKS_MAX_PENDING": "1000", "DATABASE_CONN_MAX_AGE": "60"}
+
+
+def gateway_env(database_url: str, redis_url: str | None) -> dict:
+    env = os.environ.copy()
+    env.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1",
+               **BENCH_ENV)
+    env.setdefault("SECRET_KEY", "bench-dialects-" + "x" * 40)
+    env.pop("TEST_DATABASE_NAME", None)
+    if redis_url:
+        env.update(REDIS_URL=redis_url, REDIS_PREFIX="switchboard-bench-dialects")
+    else:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+def create_bench_key(database_url: str) -> tuple[str, str]:
+    """A project (its default deployments use the built-in local agent) and a development key.
+    Returns (raw key, the development deployment key)."""
+    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-dialects-" + "x" * 40)
+    os.environ.pop("REDIS_URL", None)
+    if str(BASE_DIR) not in sys.path:
+        sys.path.insert(0, str(BASE_DIR))
+    import django
+
+    django.setup()
+    from accounts.models import EnvironmentKind, User
+    from accounts.services import api_key_create, project_create
+
+    user = User.objects.create_user(email="bench-dialects@example.com", password=None)
+    project = project_create(name="Dialects bench", owner=user)
+    environment = project.environments.get(kind=EnvironmentKind.DEVELOPMENT)
+    _row, raw = api_key_create(project=project, environment=environment, name="bench", created_by=user)
+    return raw, project.deployments.get(environment=environment, is_default=True).deployment_key
+
+
+# --- Clients --------------------------------------------------------------------------------------
+
+async def tasks_open(url: str, key: str):
+    ws = await websockets.connect(url, compression=None, max_size=None)
+    await ws.send(json.dumps({"newConnection": {"apiKey": key}}))
+    assert "newConnectionSessionUUID" in json.loads(await ws.recv())
+    return ws
+
+
+def ping() -> tuple[str, str]:
+    task_uuid = str(uuid.uuid4())
+    return task_uuid, orjson.dumps({"taskType": "ping", "taskUUID": task_uuid}).decode()
+
+
+async def tasks_latency(url: str, key: str, count: int) -> list[float]:
+    ws = await tasks_open(url, key)
+    times = []
+    try:
+        for _ in range(count):
+            task_uuid, text = ping()
+            started = time.perf_counter()
+            await ws.send(text)
+            answer = orjson.loads(await ws.recv())
+            times.append((time.perf_counter() - started) * 1000)
+            assert answer["data"][0]["taskUUID"] == task_uuid
+    finally:
+        await ws.close()
+    return times
+
+
+async def tasks_throughput(url: str, key: str, connections: int, per_connection: int, window: int) -> float:
+    sockets = [await tasks_open(url, key) for _ in range(connections)]
+
+    async def drive(ws):
+        sent = received = 0
+        while sent < min(window, per_connection):
+            await ws.send(ping()[1])
+            sent += 1
+        while received < per_connection:
+            assert "data" in orjson.loads(await ws.recv())
+            received += 1
+            if sent < per_connection:
+                await ws.send(ping()[1])
+                sent += 1
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(drive(ws) for ws in sockets)), 300)
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return connections * per_connection / elapsed
+
+
+async def conversation_turns(server_url: str, key: str, deployment_key: str, count: int) -> list[float]:
+    query = urlencode({"apiKey": key, "deploymentKey": deployment_key, "channelKey": "bench-en-US"})
+    times = []
+    async with websockets.connect(f"{server_url}/v1/conversation?{query}", compression=None) as ws:
+        json.loads(await ws.recv())
+        for n in range(count):
+            started = time.perf_counter()
+            await ws.send(json.dumps({"request": {"unstructured": {"text": f"turn number {n}"}}, "userId": "bench"}))
+            assert "messages" in json.loads(await ws.recv())
+            times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def realtime_turns(server_url: str, key: str, count: int) -> list[float]:
+    times = []
+    async with websockets.connect(f"{server_url}/v1/realtime", compression=None,
+                                  additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                          "output_modalities": ["text"]}}))
+        for n in range(count):
+            started = time.perf_counter()
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn number {n}"}]}}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            while json.loads(await ws.recv()).get("type") != "response.done":
+                pass
+            times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+# --- Runs -----------------------------------------------------------------------------------------
+
+def start_run(args, logs: Path, number: int):
+    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"]
+    servers = {}
+    for name, redis_url in (("gateway-redis", args.redis_url), ("gateway-inprocess", None)):
+        port = free_port()
+        servers[name] = start_server(f"{name}-{number}", [p.replace("{port}", str(port)) for p in daphne],
+                                     gateway_env(args.database_url, redis_url), logs, port)
+    port = free_port()
+    servers["reference"] = start_server(f"reference-{number}",
+                                        [sys.executable, "bench/tasks_reference.py", "--port", str(port)],
+                                        os.environ.copy(), logs, port)
+    return servers
+
+
+async def one_run(servers, key: str, deployment_key: str, args) -> dict:
+    result: dict = {"ping": {}, "throughput": {}, "turns": {}}
+    for name, server in servers.items():
+        url = f"ws://127.0.0.1:{server.port}" + ("/v1/" if name != "reference" else "/")
+        await tasks_latency(url, key, 20)  # warm-up: connections, caches
+        times = await tasks_latency(url, key, args.pings)
+        result["ping"][name] = {"p50": statistics.median(times), "p95": percentile(times, 0.95)}
+        result["throughput"][name] = await tasks_throughput(url, key, args.connections, args.per_connection,
+                                                            args.window)
+    gateway = f"ws://127.0.0.1:{servers['gateway-redis'].port}"
+    await conversation_turns(gateway, key, deployment_key, 3)
+    await realtime_turns(gateway, key, 3)
+    result["turns"]["conversation"] = statistics.median(await conversation_turns(gateway, key, deployment_key, args.turns))
+    result["turns"]["realtime"] = statistics.median(await realtime_turns(gateway, key, args.turns))
+    return result
+
+
+def summarize(runs: list[dict]) -> dict:
+    med = statistics.median
+    names = list(runs[0]["ping"])
+    return {
+        "ping": {name: {"p50": med(r["ping"][name]["p50"] for r in runs), "p95": med(r["ping"][name]["p95"] for r in runs),
+                        "x_reference": med(r["ping"][name]["p50"] / r["ping"]["reference"]["p50"] for r in runs)}
+                 for name in names},
+        "throughput": {name: {"per_s": med(r["throughput"][name] for r in runs),
+                              "x_reference": med(r["throughput"][name] / r["throughput"]["reference"] for r in runs)}
+                       for name in names},
+        "turns": {"conversation": med(r["turns"]["conversation"] for r in runs),
+                  "realtime": med(r["turns"]["realtime"] for r in runs),
+                  "x_realtime": med(r["turns"]["conversation"] / r["turns"]["realtime"] for r in runs)},
+    }
+
+
+def render(summary: dict, meta: dict) -> str:
+    out = [SECTION_BEGIN, "## Dialects (`bench/dialects.py`)", "",
+           f"Measured {meta['date']} on {meta['machine']}. Median of {meta['runs']} runs (fresh processes each); "
+           f"ratios are taken within each run, then their median. The 1-minute load average was "
+           f"{meta['load_before']:.1f} before and {meta['load_after']:.1f} after (other work on the shared machine is noise).",
+           "", "Run: `.venv/bin/python bench/dialects.py` (`--help` for options). Needs PostgreSQL and Redis on loopback.",
+           "",
+           f"**Tasks** (`ws /v1/`): `ping` round trips on one connection ({meta['pings']} per run), and throughput with "
+           f"{meta['connections']} connections keeping {meta['window']} pings in flight each. *gateway-redis*: REDIS_URL "
+           "set (session registry, redelivery buffer and channel layer in Redis; a result for a client attached to "
+           "the same process goes straight to it); *gateway-inprocess*: the embedded defaults (no REDIS_URL); "
+           "*reference*: `bench/tasks_reference.py`, the same exchange with nothing else.", "",
+           "| target | p50 ms | p95 ms | p50 × reference | tasks/s | throughput × reference |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for name, row in summary["ping"].items():
+        t = summary["throughput"][name]
+        out.append(f"| {name} | {row['p50']:.3f} | {row['p95']:.3f} | {row['x_reference']:.2f} | "
+                   f"{t['per_s']:,.0f} | {t['x_reference']:.2f} |")
+    turns = summary["turns"]
+    out += ["", f"**Conversation** (`ws /v1/conversation`, built-in local agent, text): median per turn over "
+            f"{meta['turns']} turns, against the same turn through the realtime dialect on the same server. The conversation "
+            "dialect also stores each exchange (one transaction, before the answer is sent); the gateway runs with "
+            "`DATABASE_CONN_MAX_AGE=60` (persistent database connections, as in production).", "",
+            "| dialect | p50 ms per turn |", "|---|---:|",
+            f"| conversation | {turns['conversation']:.2f} |", f"| realtime (reference) | {turns['realtime']:.2f} |",
+            f"| ratio | {turns['x_realtime']:.2f}× |", "", SECTION_END]
+    return "\n".join(out)
+
+
+def write_section(section: str) -> None:
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    if SECTION_BEGIN in text and SECTION_END in text:
+        before, rest = text.split(SECTION_BEGIN, 1)
+        text = before + section + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    README.write_text(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Dialects benchmark (see the module docstring).")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pings", type=int, default=500)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--per-connection", type=int, default=300)
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="1 run, fewer events (implies --no-write)")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.pings, args.per_connection, args.turns, args.no_write = 1, 100, 50, 5, True
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logs = Path(tempfile.mkdtemp(prefix="bench-dialects-"))
+    print(f"server logs in {logs}", flush=True)
+    prepare_database(args.database_url)
+    key, deployment_key = create_bench_key(args.database_url)
+    load_before = os.getloadavg()[0]
+    runs = []
+    for number in range(1, args.runs + 1):
+        servers = start_run(args, logs, number)
+        try:
+            runs.append(asyncio.run(one_run(servers, key, deployment_key, args)))
+        finally:
+            for server in servers.values():
+                server.stop()
+        print(f"run {number}: {json.dumps(runs[-1])}", flush=True)
+    summary = summarize(runs)
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "runs": args.runs,
+            "pings": args.pings, "connections": args.connections, "window": args.window, "turns": args.turns,
+            "load_before": load_before, "load_after": os.getloadavg()[0]}
+    section = render(summary, meta)
+    print(section)
+    if not args.no_write:
+        write_section(section)
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

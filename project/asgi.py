@@ -1,0 +1,28 @@
+"""One ASGI application: Django HTTP, the WebSocket dialects, and Socket.IO (the rooms dialect) at /socket.io/."""
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+
+import socketio  # noqa: E402
+
+from realtime.rooms import sio  # noqa: E402
+
+# /socket.io/ (HTTP long-polling and WebSocket) goes to the rooms dialect; everything else to Django/Channels.
+application = socketio.ASGIApp(
+    sio,
+    other_asgi_app=ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    ),
+    socketio_path="socket.io",
+)

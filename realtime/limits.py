@@ -1,0 +1,177 @@
+"""Limits of a gateway session: stable error codes and close codes, the per-connection token bucket,
+and concurrent sessions per key (in Redis when REDIS_URL is set, so the limit holds across processes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class GatewayError:
+    """A refusal or failure the client must be told about: a stable ``code``, a human ``message``,
+    and the WebSocket close code to use when it ends the connection (None: the connection stays)."""
+
+    code: str
+    message: str
+    close_code: int | None = None
+    error_type: str = "invalid_request_error"
+
+
+# Close codes (4000-4999 are the application's). 44xx: the client's side; 45xx: upstream/server side.
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_IDLE = 4408
+CLOSE_REPLACED = 4409
+CLOSE_EXPIRED = 4410
+CLOSE_SESSION_TOO_LONG = 4420
+CLOSE_TOO_MANY_SESSIONS = 4429
+CLOSE_SLOW_PEER = 4430
+CLOSE_INTERNAL = 4500
+CLOSE_UPSTREAM_UNAVAILABLE = 4502
+CLOSE_UPSTREAM_CLOSED = 4503
+CLOSE_SESSION_ELSEWHERE = 4421
+
+
+def frame_too_large(size: int) -> GatewayError:
+    return GatewayError(
+        "frame_too_large",
+        f"The event is {size} bytes; the limit is {settings.REALTIME_MAX_FRAME_BYTES}. It was not relayed.",
+    )
+
+
+RATE_LIMITED = GatewayError(
+    "rate_limited", "Too many events per second on this connection; this event was not relayed.",
+)
+IDLE_TIMEOUT = GatewayError("idle_timeout", "No client events within the idle timeout.", CLOSE_IDLE)
+SESSION_TOO_LONG = GatewayError(
+    "session_duration_exceeded", "The session reached its maximum duration.", CLOSE_SESSION_TOO_LONG
+)
+TOO_MANY_SESSIONS = GatewayError(
+    "too_many_sessions", "This key already has its maximum number of concurrent sessions.", CLOSE_TOO_MANY_SESSIONS
+)
+KEY_REVOKED = GatewayError("key_revoked", "The API key of this session was revoked.", CLOSE_UNAUTHORIZED,
+                           "authentication_error")
+CLIENT_TOO_FAST = GatewayError(
+    "client_too_fast", "The upstream is not keeping up with this client's events.", CLOSE_SLOW_PEER
+)
+CLIENT_TOO_SLOW = GatewayError(
+    "client_too_slow", "The client is not reading events fast enough.", CLOSE_SLOW_PEER
+)
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up. One per connection, no locking
+    (a consumer handles its frames one at a time)."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, *, rate: float, burst: int):
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# --- Concurrent sessions per key ------------------------------------------------------------------
+
+# A slot is leased, not held forever: a crashed process's slots lapse after SLOT_TTL seconds.
+SLOT_TTL = 60.0
+
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+_local_slots: dict[str, dict[str, float]] = {}
+_redis_clients: dict = {}
+
+
+def redis_client():
+    """One asyncio Redis client per event loop (None without REDIS_URL). A server process has one
+    loop; keying by loop keeps a client from being used on a loop it was not made for."""
+    if not settings.REDIS_URL:
+        return None
+    import asyncio
+
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _redis_clients.get(loop)
+    if client is None:
+        for stale in [other for other in _redis_clients if other.is_closed()]:
+            del _redis_clients[stale]
+        client = _redis_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return client
+
+
+def _slot_key(key_id: str) -> str:
+    return f"{settings.REDIS_PREFIX}:rt:slots:{key_id}"
+
+
+async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> bool:
+    """Take one of the key's concurrent-session slots (or renew this session's). False when full."""
+    now = time.time()
+    client = redis_client()
+    if client is None:
+        slots = _local_slots.setdefault(key_id, {})
+        for sid in [s for s, until in slots.items() if until < now]:
+            del slots[sid]
+        if session_id not in slots and len(slots) >= limit:
+            return False
+        slots[session_id] = now + SLOT_TTL
+        return True
+    result = await client.eval(
+        _ACQUIRE, 1, _slot_key(key_id), now, now + SLOT_TTL, session_id, limit, int(SLOT_TTL * 2)
+    )
+    return bool(result)
+
+
+async def session_slot_release(*, key_id: str, session_id: str) -> None:
+    client = redis_client()
+    if client is None:
+        _local_slots.get(key_id, {}).pop(session_id, None)
+        return
+    await client.zrem(_slot_key(key_id), session_id)
+
+
+class ClientGate:
+    """Per-connection admission of client frames: size first, then the event rate. A refused frame
+    is answered with an error and not relayed; the connection and everything accepted stay."""
+
+    __slots__ = ("bucket", "max_bytes")
+
+    def __init__(self):
+        self.bucket = TokenBucket(rate=settings.REALTIME_EVENTS_PER_SECOND, burst=settings.REALTIME_EVENT_BURST)
+        self.max_bytes = settings.REALTIME_MAX_FRAME_BYTES
+
+    def check(self, text: str) -> GatewayError | None:
+        length = len(text)
+        # Characters never outnumber UTF-8 bytes; encode only when the answer could differ.
+        if length > self.max_bytes or (length * 4 > self.max_bytes and len(text.encode()) > self.max_bytes):
+            return frame_too_large(len(text.encode()))
+        if not self.bucket.allow():
+            return RATE_LIMITED
+        return None

@@ -1,0 +1,51 @@
+"""Shared browser fixtures: Debian's headless Chromium driven by Playwright's Python package.
+
+``playwright install`` cannot work here, so the system browser is launched by path. Playwright's sync
+API runs an event loop in this thread, so Django's async-safety guard is relaxed for browser tests
+(database work still happens only between browser calls, never concurrently)."""
+import os
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium_browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium")
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    try:
+        yield browser
+    finally:
+        browser.close()
+        playwright.stop()
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def browser_context(chromium_browser):
+    """A fresh context (cookies, storage) that may use the clipboard, as a user granting it would."""
+    context = chromium_browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    context.set_default_timeout(20_000)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    return browser_context.new_page()

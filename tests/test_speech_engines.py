@@ -1,0 +1,72 @@
+"""Offline speech engines: eSpeak NG synthesis, pocketsphinx recognition, webrtcvad turn detection."""
+import asyncio
+
+import numpy as np
+import pytest
+
+from realtime import audio, speech
+
+pytestmark = pytest.mark.unit
+
+
+def test_text_to_speech_gives_speech_of_plausible_length():
+    pcm = speech.text_to_speech("The quick brown fox jumps over the lazy dog.", sample_rate=24000)
+    seconds = len(pcm) / 48000
+    assert 1.5 < seconds < 5  # nine words at about 175 words a minute
+    assert np.sqrt(np.mean(np.frombuffer(pcm, "<i2").astype(float) ** 2)) > 300
+    slow = speech.text_to_speech("The quick brown fox jumps over the lazy dog.", sample_rate=24000, speed=0.5)
+    assert len(slow) > 1.5 * len(pcm)
+
+
+def test_speech_round_trip_hears_the_key_words():
+    pcm = speech.text_to_speech("what is the weather in paris", sample_rate=16000, voice="sage")
+    transcript = speech.speech_to_text(b"\0" * 6400 + pcm + b"\0" * 6400, 16000)
+    assert "weather" in transcript and "paris" in transcript, transcript
+
+
+def test_vad_finds_start_and_end_of_speech():
+    pcm = speech.text_to_speech("hello there, how are you today", sample_rate=16000)
+    vad = speech.VoiceActivityDetector(silence_duration_ms=500, prefix_padding_ms=0)
+    events = []
+    stream = b"\0" * 32000 + pcm + b"\0" * 32000  # 1 s silence, speech, 1 s silence
+    for offset in range(0, len(stream), 3200):
+        events += vad.feed(stream[offset:offset + 3200])
+    assert [e.kind for e in events] == ["speech_started", "speech_stopped"]
+    speech_ms = len(pcm) / 32
+    assert 900 <= events[0].ms <= 1200
+    assert abs(events[1].ms - (1000 + speech_ms)) < 300
+
+
+async def test_streaming_synthesis_yields_bounded_chunks_before_the_end():
+    chunks = []
+    async for chunk in speech.synthesize_stream("One. Two. Three. Four.", sample_rate=8000, chunk_ms=100):
+        chunks.append(chunk)
+    assert len(chunks) > 3 and max(len(c) for c in chunks) <= 1600
+    whole = speech.text_to_speech("One. Two. Three. Four.", sample_rate=8000)
+    assert abs(len(b"".join(chunks)) - len(whole)) < 400
+
+
+async def test_stopping_a_stream_early_frees_the_synthesiser():
+    stream = speech.synthesize_stream(" ".join(["A long sentence that goes on."] * 50), sample_rate=24000)
+    first = await anext(stream)
+    assert first
+    await stream.aclose()
+    # eSpeak is free again: another synthesis completes.
+    assert await speech.run_in_pool(speech.text_to_speech, "done", sample_rate=24000)
+
+
+async def test_listener_in_a_worker_process_detects_and_transcribes_a_turn():
+    listener = speech.Listener(fmt=audio.PCMU, turn_detection={"threshold": 0.5, "prefix_padding_ms": 300},
+                               silence_duration_ms=500)
+    try:
+        pcm = speech.text_to_speech("please tell me the weather in london", sample_rate=8000, voice="sage")
+        ulaw = audio.pcm16_to_ulaw(b"\0" * 8000 + pcm + b"\0" * 16000)
+        events = []
+        for offset in range(0, len(ulaw), 800):
+            events += await asyncio.wait_for(listener.ingest(ulaw[offset:offset + 800]), 30)
+        assert [e.kind for e in events] == ["speech_started", "speech_stopped"]
+        transcript = await listener.finish()
+        # 8 kHz telephone audio through a 16 kHz model: words, if not always the right ones.
+        assert len(transcript.split()) >= 3, transcript
+    finally:
+        listener.close()
