@@ -3,7 +3,13 @@ the secret is never stored, so it can never be shown here."""
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import Agent, ApiKey, Deployment, Environment, Membership, Project, UsageRecord, User
+from accounts.billing.budgets import budget_cache
+from accounts.billing.metrics import metric_unit_singular
+from accounts.billing.money import currency, money_format
+from accounts.billing.prices import price_cache
+from accounts.models import (
+    Agent, ApiKey, Budget, Deployment, Environment, Membership, Price, Project, UsageRecord, User,
+)
 
 
 @admin.register(User)
@@ -73,9 +79,57 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "environment", "agent", "deployment_key", "is_default"]
 
 
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    """The price list: rows without a project are the defaults, rows with one are its overrides.
+    A change applies to usage flushed from at most accounts.billing.prices.PRICE_CACHE_SECONDS later."""
+
+    list_display = ["metric", "price_list", "unit_price_micros", "unit_price", "updated_at"]
+    list_filter = [("project", admin.EmptyFieldListFilter)]
+    search_fields = ["metric", "project__slug"]
+    autocomplete_fields = ["project"]
+    ordering = ["project__slug", "metric"]
+
+    @admin.display(description="price list", ordering="project__slug")
+    def price_list(self, obj):
+        return obj.project.slug if obj.project_id else "default"
+
+    @admin.display(description="unit price")
+    def unit_price(self, obj):
+        return f"{money_format(obj.unit_price_micros, exact=True)} per {metric_unit_singular(obj.metric)}"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        price_cache.clear()
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = ["project", "budget_for", "monthly_limit_micros", "monthly_limit", "updated_at"]
+    search_fields = ["project__slug", "key_id"]
+    autocomplete_fields = ["project"]
+
+    @admin.display(description="for", ordering="key_id")
+    def budget_for(self, obj):
+        return obj.key_id or "whole project"
+
+    @admin.display(description="monthly limit")
+    def monthly_limit(self, obj):
+        return f"{money_format(obj.monthly_limit_micros)} {currency()}"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        budget_cache.invalidate(obj.project_id)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        budget_cache.invalidate(obj.project_id)
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ["occurred_at", "project", "key_id", "dialect", "metric", "quantity", "cost_micros"]
+    list_display = ["occurred_at", "project", "key_id", "dialect", "metric", "quantity", "unit_price_micros",
+                    "cost_micros"]
     list_filter = ["dialect", "metric"]
     search_fields = ["key_id", "session_id", "project__slug"]
 

@@ -222,3 +222,64 @@ class UsageRecord(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["project", "occurred_at"]), models.Index(fields=["key_id", "metric"])]
+
+
+class Price(models.Model):
+    """A unit price: micro-units of BILLING_CURRENCY per unit of ``metric`` (a second, token, message
+    or task). ``project`` empty: the default price list; set: that project's override. ``tasks:*``
+    prices every task type without a row of its own (see accounts.billing.prices)."""
+
+    metric = models.CharField(max_length=60, help_text="session_seconds, audio_in_seconds, audio_out_seconds, "
+                              "text_in_tokens, text_out_tokens, messages, tasks:* or tasks:<taskType>")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="prices",
+                                help_text="Empty: the default price list. Set: an override for this project.")
+    unit_price_micros = models.PositiveBigIntegerField(
+        "unit price (micro-units)", help_text="Millionths of the currency per unit, e.g. 1000 = 0.001 per second.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project_id", "metric"]
+        constraints = [
+            models.UniqueConstraint(fields=["metric"], condition=Q(project__isnull=True), name="unique_default_price"),
+            models.UniqueConstraint(fields=["project", "metric"], name="unique_project_price"),
+        ]
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from accounts.billing.metrics import TASKS_WILDCARD, metric_is_valid
+
+        if not (self.metric == TASKS_WILDCARD or metric_is_valid(self.metric)):
+            raise ValidationError({"metric": "Not a metric the ledger records: use session_seconds, audio_in_seconds, "
+                                             "audio_out_seconds, text_in_tokens, text_out_tokens, messages, tasks:* "
+                                             "or tasks:<taskType>."})
+        duplicate = Price.objects.filter(metric=self.metric, project=self.project).exclude(pk=self.pk)
+        if duplicate.exists():
+            raise ValidationError({"metric": "This price list already has a price for this metric."})
+
+    def __str__(self):
+        return f"{self.metric} ({self.project.slug if self.project_id else 'default'})"
+
+
+class Budget(models.Model):
+    """An optional monthly spend limit (calendar month, UTC) in micro-units of BILLING_CURRENCY, for
+    a whole project (``key_id`` empty) or one key (its stable ``key_id``, so it survives rotation)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="budgets")
+    key_id = models.CharField(max_length=32, blank=True, help_text="Empty: the whole project.")
+    monthly_limit_micros = models.PositiveBigIntegerField("monthly limit (micro-units)")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project_id", "key_id"]
+        constraints = [models.UniqueConstraint(fields=["project", "key_id"], name="unique_budget")]
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if self.key_id and self.project_id and not ApiKey.objects.filter(project_id=self.project_id,
+                                                                         key_id=self.key_id).exists():
+            raise ValidationError({"key_id": "This project has no key with that key id."})
+
+    def __str__(self):
+        return f"{self.project.slug}/{self.key_id or 'project'}"

@@ -255,6 +255,20 @@ REALTIME_METER_FLUSH_SECONDS = env_float("REALTIME_METER_FLUSH_SECONDS", 5.0, mi
 if REALTIME_METER_FLUSH_SECONDS > 5:
     raise ImproperlyConfigured("REALTIME_METER_FLUSH_SECONDS must be at most 5 (usage is flushed at least every 5 s)")
 
+# --- Billing (accounts/billing/) -----------------------------------------------------------------
+# One currency for every price, cost and budget (ISO 4217 code); amounts are integer micro-units of it.
+BILLING_CURRENCY = env_str("BILLING_CURRENCY", "USD")
+if not (len(BILLING_CURRENCY) == 3 and BILLING_CURRENCY.isascii() and BILLING_CURRENCY.isalpha()
+        and BILLING_CURRENCY.isupper()):
+    raise ImproperlyConfigured(f"BILLING_CURRENCY must be an ISO 4217 code such as USD or EUR, got {BILLING_CURRENCY!r}")
+# Month-to-date spend behind budgets is cached per process this long (it also trails the ledger by
+# up to one REALTIME_METER_FLUSH_SECONDS), and live sessions re-check their budget this often.
+BILLING_SPEND_CACHE_SECONDS = env_float("BILLING_SPEND_CACHE_SECONDS", 5.0, minimum=0.1)
+if BILLING_SPEND_CACHE_SECONDS > 60:
+    raise ImproperlyConfigured("BILLING_SPEND_CACHE_SECONDS must be at most 60")
+# A live session whose budget is spent is warned, then closed after this long.
+REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
+
 # --- Tasks dialect (seed 001: realtime/consumers/tasks.py, realtime/tasks/) -----------------------
 # Undeliverable task results wait this long for the client to reconnect with its connectionSessionUUID.
 TASKS_BUFFER_SECONDS = env_int("TASKS_BUFFER_SECONDS", 120, minimum=1)

@@ -3,7 +3,8 @@
 A SessionMeter accumulates in memory (no database write per frame) and flushes at least every
 REALTIME_METER_FLUSH_SECONDS (at most 5 s) and at session end. Each flush is one batch with a sequence
 number; its rows carry idempotency keys ``<session>:<seq>:<metric>``, so a batch retried after a failed
-or uncertain write is counted once.
+or uncertain write is counted once. A batch is priced when it is first written (the project's prices,
+accounts.billing.prices: never per frame), and a retry writes the same prices and costs.
 
 Audio is metered from bytes and format, never decoded: base64 length gives bytes, and the format gives
 bytes per second (PCM16 24 kHz mono = 48000 B/s, G.711 8 kHz = 8000 B/s).
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from accounts.billing.prices import Charge, charges_compute
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +75,15 @@ def _quantize(metric: str, quantity) -> Decimal:
     return value.quantize(MILLI, rounding=ROUND_HALF_UP) if metric in METRICS_SECONDS else value
 
 
-def _ledger_write(*, key, session_id: str, dialect: str, seq: int, amounts: dict[str, Decimal]) -> None:
+@dataclass
+class _Batch:
+    seq: int
+    amounts: dict[str, Decimal]
+    charges: dict[str, Charge] | None = None  # priced at its first write attempt; a retry keeps them
+
+
+def _ledger_write(*, key, session_id: str, dialect: str, seq: int, amounts: dict[str, Decimal],
+                  charges: dict[str, Charge]) -> None:
     from accounts.models import UsageRecord
 
     now = timezone.now()
@@ -85,6 +97,8 @@ def _ledger_write(*, key, session_id: str, dialect: str, seq: int, amounts: dict
             dialect=dialect,
             metric=metric,
             quantity=_quantize(metric, quantity),
+            unit_price_micros=charges[metric].unit_price_micros,
+            cost_micros=charges[metric].cost_micros,
             occurred_at=now,
             idempotency_key=f"{session_id}:{seq}:{metric}",
         )
@@ -92,6 +106,14 @@ def _ledger_write(*, key, session_id: str, dialect: str, seq: int, amounts: dict
     ]
     with transaction.atomic():
         UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def _batch_write(*, key, session_id: str, dialect: str, batch: _Batch, remainders: dict[str, int]) -> None:
+    """Price the batch at the project's current prices (once), then write it."""
+    if batch.charges is None:
+        batch.charges = charges_compute(project_id=key.project_id, amounts=batch.amounts, remainders=remainders)
+    _ledger_write(key=key, session_id=session_id, dialect=dialect, seq=batch.seq, amounts=batch.amounts,
+                  charges=batch.charges)
 
 
 class SessionMeter:
@@ -105,7 +127,9 @@ class SessionMeter:
         self.session_id = session_id
         self.dialect = dialect
         self._pending: dict[str, Decimal] = {}
-        self._batch: tuple[int, dict[str, Decimal]] | None = None  # written or being retried
+        self._batch: _Batch | None = None  # being written or retried
+        # Per metric, the cost below one micro-unit not yet charged (accounts.billing.prices).
+        self._remainders: dict[str, int] = {}
         self._seq = 0
         self._session_mark = asyncio.get_running_loop().time()
         self._lock = asyncio.Lock()
@@ -150,11 +174,13 @@ class SessionMeter:
                 self._pending = {m: q - amounts.get(m, Decimal(0)) for m, q in self._pending.items()}
                 self._pending = {m: q for m, q in self._pending.items() if q}
                 self._seq += 1
-                self._batch = (self._seq, amounts)
-            seq, amounts = self._batch
-            await database_sync_to_async(_ledger_write)(
-                key=self.key, session_id=self.session_id, dialect=self.dialect, seq=seq, amounts=amounts
+                self._batch = _Batch(seq=self._seq, amounts=amounts)
+            batch = self._batch
+            await database_sync_to_async(_batch_write)(
+                key=self.key, session_id=self.session_id, dialect=self.dialect, batch=batch,
+                remainders=self._remainders,
             )
+            self._remainders.update({metric: charge.remainder for metric, charge in batch.charges.items()})
             self._batch = None
 
     async def close(self) -> None:

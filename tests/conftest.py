@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from accounts.billing.budgets import budget_cache
+from accounts.billing.prices import price_cache
 from accounts.keys import key_cache
 from accounts.models import EnvironmentKind, Role, User
 from accounts.services import api_key_create, project_create
@@ -36,6 +38,16 @@ def _fresh_key_cache():
     key_cache.clear()
     yield
     key_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_billing_caches():
+    """Per-process copies of price lists and budget state: each test starts from the database."""
+    price_cache.clear()
+    budget_cache.clear()
+    yield
+    price_cache.clear()
+    budget_cache.clear()
 
 
 def make_user(email: str, password: str = "correct horse battery staple") -> User:
