@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.api.authentication import api_key_from_authorization
 from accounts.keys import KeyRejected, api_key_verify_async
+from realtime.budgets import budget_refusal
 from realtime.limits import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, GatewayError
 
 JWT_SUBPROTOCOL_PREFIX = "switchboard-jwt."
@@ -101,10 +102,18 @@ async def _from_api_key(raw: str) -> ConnectionAuth:
     )
 
 
+async def _within_budget(auth: ConnectionAuth) -> ConnectionAuth:
+    """Every dialect's new sessions pass here: a spent monthly budget refuses them (budget_exceeded)."""
+    refusal = await budget_refusal(auth=auth)
+    if refusal is not None:
+        raise AuthFailed(refusal)
+    return auth
+
+
 async def api_key_authenticate(*, raw: str | None) -> ConnectionAuth:
     """An API key given the dialect's own way (a first message, a query parameter, a handshake field).
-    Raises AuthFailed with the key's rejection reason as the code."""
-    return await _from_api_key(raw or "")
+    Raises AuthFailed with the key's rejection reason as the code, or budget_exceeded."""
+    return await _within_budget(await _from_api_key(raw or ""))
 
 
 async def _from_token(token: str) -> ConnectionAuth:
@@ -123,7 +132,11 @@ async def _from_token(token: str) -> ConnectionAuth:
 
 
 async def connection_authenticate(*, scope) -> ConnectionAuth:
-    """Check the origin, then the credential. Raises AuthFailed with a stable code."""
+    """Check the origin, then the credential, then the budget. Raises AuthFailed with a stable code."""
+    return await _within_budget(await _credential_authenticate(scope))
+
+
+async def _credential_authenticate(scope) -> ConnectionAuth:
     origin_check(scope)
     header = scope_header(scope, b"authorization")
     if header:

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import buffer, limits, upstream
 from realtime.auth import ConnectionAuth, api_key_is_active
+from realtime.budgets import budget_watch
 from realtime.limits import GatewayError
 from realtime.metering import SessionMeter, audio_bytes_per_second, session_audio_formats
 from realtime.session_records import session_record_end, session_record_project, session_record_start
@@ -168,7 +169,16 @@ class GatewaySession:
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(budget_watch(auth=self.auth, warn=self._budget_warn, close=self._budget_close), "budget-watch")
         self.opened = True
+
+    async def _budget_warn(self, error: GatewayError) -> None:
+        link = self.link
+        if link is not None:  # a detached client hears the close reason when it resumes (session_expired)
+            await link.report(error)
+
+    async def _budget_close(self, error: GatewayError) -> None:
+        await self.close(reason=error.code, error=error)
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{name}:{self.session_id}")

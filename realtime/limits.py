@@ -23,6 +23,7 @@ class GatewayError:
 # Close codes (4000-4999 are the application's). 44xx: the client's side; 45xx: upstream/server side.
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_BUDGET_EXCEEDED = 4402  # as HTTP 402 Payment Required
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408

@@ -20,7 +20,8 @@ import socketio
 from django.conf import settings
 
 from realtime.auth import AuthFailed, ConnectionAuth, api_key_authenticate, api_key_is_active
-from realtime.limits import KEY_REVOKED, TokenBucket
+from realtime.budgets import budget_watch
+from realtime.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.metering import SessionMeter
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RoomConnection:
     room: str
     bucket: TokenBucket
     meter: SessionMeter
+    budget_watch: asyncio.Task | None = None
 
 
 def room_name(*, project_id: int, environment_id: int) -> str:
@@ -107,12 +109,24 @@ async def connect(sid, environ, auth):
     room = room_name(project_id=key.project_id, environment_id=key.environment_id)
     meter = SessionMeter(key=key, session_id=f"rooms:{sid}", dialect="rooms", count_session_time=False)
     meter.start()
-    _connections[sid] = RoomConnection(
+    connection = _connections[sid] = RoomConnection(
         auth=key, room=room, meter=meter,
         bucket=TokenBucket(rate=settings.ROOMS_MESSAGES_PER_SECOND, burst=settings.ROOMS_MESSAGE_BURST),
     )
     await sio.enter_room(sid, room)
     _sweeper_ensure()
+    connection.budget_watch = asyncio.get_running_loop().create_task(
+        budget_watch(auth=key, warn=lambda error: _budget_warn(sid, error), close=lambda error: _budget_close(sid, error)),
+        name=f"rooms-budget-watch:{sid}")
+
+
+async def _budget_warn(sid: str, error: GatewayError) -> None:
+    await sio.emit("error", _error(error.code, error.message), to=sid)
+
+
+async def _budget_close(sid: str, error: GatewayError) -> None:
+    await sio.emit("error", _error(error.code, error.message), to=sid)
+    await sio.disconnect(sid)
 
 
 @sio.event
@@ -144,6 +158,10 @@ _meters_closing: set[asyncio.Task] = set()
 async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
+        watch = connection.budget_watch
+        if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         # Its own task, held here: the final usage flush must not be cut short with the connection's task.
         task = asyncio.get_running_loop().create_task(connection.meter.close(), name=f"rooms-meter-close:{sid}")
         _meters_closing.add(task)

@@ -22,8 +22,10 @@ from django.conf import settings
 
 from realtime import limits
 from realtime.auth import AuthFailed, api_key_authenticate, origin_check, scope_header
+from realtime.budgets import budget_watch
 from realtime.limits import (
     CLOSE_BAD_REQUEST, CLOSE_EXPIRED, CLOSE_FORBIDDEN, CLOSE_IDLE, CLOSE_UNAUTHORIZED, KEY_REVOKED, ClientGate,
+    GatewayError,
 )
 from realtime.notify import key_group
 from realtime.task_buffer import task_outbox_take, task_session_lookup, task_session_register, task_session_touch
@@ -161,7 +163,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
         try:
             auth = await api_key_authenticate(raw=api_key if isinstance(api_key, str) else None)
         except AuthFailed as exc:
-            raise Refused(exc.error.code, exc.error.message, CLOSE_UNAUTHORIZED) from None
+            raise Refused(exc.error.code, exc.error.message, exc.error.close_code or CLOSE_UNAUTHORIZED) from None
         session_uuid = request.get("connectionSessionUUID")
         if session_uuid is not None:
             if not isinstance(session_uuid, str) or not UUID_PATTERN.match(session_uuid):
@@ -193,6 +195,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
             await self.send(orjson.dumps({"newConnectionSessionUUID": {"connectionSessionUUID": session_uuid}}).decode())
             await self._send_outbox()
         self._spawn(self._keep_alive(), "tasks-keep-alive")
+        self._spawn(budget_watch(auth=auth, warn=self._budget_warn, close=self._budget_close), "tasks-budget-watch")
 
     async def _keep_alive(self) -> None:
         """While connected, the session, its buffer and the concurrency slot stay leased."""
@@ -205,6 +208,13 @@ class TasksConsumer(AsyncWebsocketConsumer):
                                                   limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
             except Exception:
                 logger.exception("lease refresh failed for task session %s", self.session_uuid)
+
+    async def _budget_warn(self, error: GatewayError) -> None:
+        async with self._send_lock:
+            await self.send(error_message(error.code, error.message))
+
+    async def _budget_close(self, error: GatewayError) -> None:
+        await self._refuse(Refused(error.code, error.message, error.close_code))
 
     async def _send_outbox(self) -> None:
         for text in await task_outbox_take(session_uuid=self.session_uuid):
