@@ -2,6 +2,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from accounts import views
+from accounts.billing import views as billing
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/projects/", permanent=False), name="home"),
@@ -16,4 +17,9 @@ urlpatterns = [
     path("projects/<slug:slug>/members/<int:member_id>/remove/", views.member_remove, name="member-remove"),
     path("projects/<slug:slug>/settings/", views.project_settings, name="project-settings"),
     path("projects/<slug:slug>/delete/", views.project_delete, name="project-delete"),
+    path("projects/<slug:slug>/usage/", billing.usage_dashboard, name="usage-dashboard"),
+    path("projects/<slug:slug>/usage/export.csv", billing.usage_csv, name="usage-csv"),
+    path("projects/<slug:slug>/usage/keys/<str:key_id>/", billing.usage_key, name="usage-key"),
+    path("projects/<slug:slug>/usage/statements/<str:month>/", billing.usage_statement, name="usage-statement"),
+    path("projects/<slug:slug>/usage/budgets/", billing.usage_budgets, name="usage-budgets"),
 ]

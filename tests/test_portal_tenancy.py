@@ -3,7 +3,7 @@ nothing changes; signed-out visitors are sent to the login page."""
 import pytest
 from django.test import Client
 
-from accounts.models import ApiKey, Membership, Project
+from accounts.models import ApiKey, Budget, Membership, Project
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
 
@@ -30,6 +30,12 @@ PAGES = [
     ("project-settings", "get", "/projects/{slug}/settings/", None),
     ("project-settings", "post", "/projects/{slug}/settings/", {"name": "Hijacked"}),
     ("project-delete", "post", "/projects/{slug}/delete/", {"confirm": "{slug}"}),
+    ("usage-dashboard", "get", "/projects/{slug}/usage/", None),
+    ("usage-csv", "get", "/projects/{slug}/usage/export.csv", None),
+    ("usage-key", "get", "/projects/{slug}/usage/keys/{key_id}/", None),
+    ("usage-statement", "get", "/projects/{slug}/usage/statements/2026-01/", None),
+    ("usage-budgets", "get", "/projects/{slug}/usage/budgets/", None),
+    ("usage-budgets", "post", "/projects/{slug}/usage/budgets/", {"key_id": "", "limit": "1"}),
 ]
 IDS = [f"{p[1]} {p[0]}" for p in PAGES]
 
@@ -39,11 +45,13 @@ def _state():
         sorted(Project.objects.values_list("slug", "name")),
         sorted(Membership.objects.values_list("user_id", "project_id", "role")),
         sorted(ApiKey.objects.values_list("pk", "name", "revoked_at", "rotation_grace_ends_at")),
+        sorted(Budget.objects.values_list("project_id", "key_id", "monthly_limit_micros")),
     )
 
 
 def _request(client, method, template, data, *, slug, key, member):
-    path = template.format(slug=slug, key=key, member=member)
+    key_id = ApiKey.objects.get(pk=key).key_id
+    path = template.format(slug=slug, key=key, member=member, key_id=key_id)
     if method == "get":
         return client.get(path)
     return client.post(path, {k: v.format(slug=slug) for k, v in data.items()})
@@ -60,8 +68,8 @@ def test_outsider_gets_404_and_changes_nothing(name, method, template, data, pro
     assert _state() == before
 
 
-@pytest.mark.parametrize("name, method, template, data", [p for p in PAGES if "{key}" in p[2] or "{member}" in p[2]],
-                         ids=[i for i, p in zip(IDS, PAGES) if "{key}" in p[2] or "{member}" in p[2]])
+@pytest.mark.parametrize("name, method, template, data", [p for p in PAGES if "{key" in p[2] or "{member}" in p[2]],
+                         ids=[i for i, p in zip(IDS, PAGES) if "{key" in p[2] or "{member}" in p[2]])
 def test_foreign_objects_under_my_own_project_are_404(name, method, template, data, project, other_project, outsider, dev_key):
     client = Client()
     client.force_login(outsider)
@@ -96,7 +104,8 @@ def test_member_cannot_change_anything(name, method, template, data, project, me
     assert _state() == before
 
 
-@pytest.mark.parametrize("path", ["/projects/{slug}/", "/projects/{slug}/members/", "/projects/{slug}/settings/"])
+@pytest.mark.parametrize("path", ["/projects/{slug}/", "/projects/{slug}/members/", "/projects/{slug}/settings/",
+                                  "/projects/{slug}/usage/", "/projects/{slug}/usage/budgets/"])
 def test_member_can_view(path, project, member, dev_key):
     client = Client()
     client.force_login(member)

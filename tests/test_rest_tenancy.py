@@ -3,7 +3,7 @@ nothing changes, whether it is named directly or smuggled in under the caller's 
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import ApiKey, Membership, Project
+from accounts.models import ApiKey, Budget, Membership, Project
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
 
@@ -28,6 +28,8 @@ ENDPOINTS = [
     ("api-key", "get", "/api/v1/projects/{slug}/keys/{key}", None),
     ("api-key-revoke", "post", "/api/v1/projects/{slug}/keys/{key}/revoke", None),
     ("api-key-rotate", "post", "/api/v1/projects/{slug}/keys/{key}/rotate", {"grace": "none"}),
+    ("api-budgets", "get", "/api/v1/projects/{slug}/budgets", None),
+    ("api-budgets", "put", "/api/v1/projects/{slug}/budgets", {"key_id": None, "monthly_limit_micros": 1}),
 ]
 
 
@@ -36,6 +38,7 @@ def _state():
         sorted(Project.objects.values_list("slug", "name")),
         sorted(Membership.objects.values_list("user_id", "project_id", "role")),
         sorted(ApiKey.objects.values_list("pk", "name", "revoked_at", "rotation_grace_ends_at")),
+        sorted(Budget.objects.values_list("project_id", "key_id", "monthly_limit_micros")),
     )
 
 

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api import views
+from accounts.billing import api as billing
 
 urlpatterns = [
     path("v1/me", views.MeView.as_view(), name="api-me"),
@@ -14,6 +15,8 @@ urlpatterns = [
     path("v1/projects/<slug:slug>/keys/<str:key_pk>", views.KeyDetailView.as_view(), name="api-key"),
     path("v1/projects/<slug:slug>/keys/<str:key_pk>/revoke", views.KeyRevokeView.as_view(), name="api-key-revoke"),
     path("v1/projects/<slug:slug>/keys/<str:key_pk>/rotate", views.KeyRotateView.as_view(), name="api-key-rotate"),
+    path("v1/projects/<slug:slug>/budgets", billing.BudgetListView.as_view(), name="api-budgets"),
+    path("v1/usage", billing.UsageView.as_view(), name="api-usage"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

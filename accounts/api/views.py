@@ -12,22 +12,22 @@ from accounts.exceptions import NotAllowed
 from accounts.models import Membership, Project
 
 
-def _is_key_caller(request) -> bool:
+def is_key_caller(request) -> bool:
     return isinstance(request.user, ApiKeyPrincipal)
 
 
-def _project_for(request, slug: str) -> tuple[Project, Membership | None]:
+def project_for_caller(request, slug: str) -> tuple[Project, Membership | None]:
     """The project ``slug`` as the caller may see it (Http404 otherwise) and the caller's membership
     (None for an API-key caller)."""
-    if _is_key_caller(request):
+    if is_key_caller(request):
         return selectors.project_get_for_key(project_id=request.user.key.project_id, slug=slug), None
     membership = selectors.membership_get_for_user(user=request.user, slug=slug)
     return membership.project, membership
 
 
-def _membership_for(request, slug: str) -> Membership:
+def membership_for_caller(request, slug: str) -> Membership:
     """Managing a project needs a signed-in person; an API key may only read its own project."""
-    _project, membership = _project_for(request, slug)
+    _project, membership = project_for_caller(request, slug)
     if membership is None:
         raise NotAllowed("session_required", "This action needs a signed-in portal user, not an API key.")
     return membership
@@ -46,7 +46,7 @@ def _render_project(project: Project, role: str | None):
 class MeView(APIView):
     @extend_schema(responses=s.MeSerializer, summary="Who is calling: the API key's project, environment and key id")
     def get(self, request):
-        if _is_key_caller(request):
+        if is_key_caller(request):
             key = request.user.key
             project = selectors.project_get_for_key(project_id=key.project_id, slug=key.project_slug)
             return Response({
@@ -62,7 +62,7 @@ class MeView(APIView):
 class ProjectListView(APIView):
     @extend_schema(responses=s.ProjectSerializer(many=True))
     def get(self, request):
-        if _is_key_caller(request):
+        if is_key_caller(request):
             project = selectors.project_get_for_key(
                 project_id=request.user.key.project_id, slug=request.user.key.project_slug
             )
@@ -74,7 +74,7 @@ class ProjectListView(APIView):
 
     @extend_schema(request=s.ProjectCreateSerializer, responses={201: s.ProjectSerializer})
     def post(self, request):
-        if _is_key_caller(request):
+        if is_key_caller(request):
             raise NotAllowed("session_required", "This action needs a signed-in portal user, not an API key.")
         data = _parse(s.ProjectCreateSerializer, request)
         project = services.project_create(name=data["name"], slug=data.get("slug"), owner=request.user)
@@ -84,31 +84,31 @@ class ProjectListView(APIView):
 class ProjectDetailView(APIView):
     @extend_schema(responses=s.ProjectSerializer)
     def get(self, request, slug):
-        project, membership = _project_for(request, slug)
+        project, membership = project_for_caller(request, slug)
         return Response(_render_project(project, membership.role if membership else None))
 
     @extend_schema(request=s.ProjectRenameSerializer, responses=s.ProjectSerializer)
     def patch(self, request, slug):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         data = _parse(s.ProjectRenameSerializer, request)
         project = services.project_rename(by=membership, name=data["name"])
         return Response(_render_project(project, membership.role))
 
     @extend_schema(responses={204: OpenApiResponse(description="Deleted")})
     def delete(self, request, slug):
-        services.project_delete(by=_membership_for(request, slug))
+        services.project_delete(by=membership_for_caller(request, slug))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MemberListView(APIView):
     @extend_schema(responses=s.MemberSerializer(many=True))
     def get(self, request, slug):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         return Response(s.MemberSerializer(selectors.membership_list(project=membership.project), many=True).data)
 
     @extend_schema(request=s.MemberInviteSerializer, responses={201: s.MemberSerializer})
     def post(self, request, slug):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         data = _parse(s.MemberInviteSerializer, request)
         invited = services.membership_invite(by=membership, email=data["email"], role=data["role"])
         return Response(s.MemberSerializer(invited).data, status=status.HTTP_201_CREATED)
@@ -117,7 +117,7 @@ class MemberListView(APIView):
 class MemberDetailView(APIView):
     @extend_schema(request=s.MemberRoleSerializer, responses=s.MemberSerializer)
     def patch(self, request, slug, member_id):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         target = selectors.membership_get(project=membership.project, pk=member_id)
         data = _parse(s.MemberRoleSerializer, request)
         target = services.membership_change_role(by=membership, membership=target, role=data["role"])
@@ -125,7 +125,7 @@ class MemberDetailView(APIView):
 
     @extend_schema(responses={204: OpenApiResponse(description="Removed (or left, when it is your own membership)")})
     def delete(self, request, slug, member_id):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         target = selectors.membership_get(project=membership.project, pk=member_id)
         services.membership_remove(by=membership, membership=target)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -134,12 +134,12 @@ class MemberDetailView(APIView):
 class KeyListView(APIView):
     @extend_schema(responses=s.ApiKeySerializer(many=True))
     def get(self, request, slug):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         return Response(s.ApiKeySerializer(selectors.api_key_list(project=membership.project), many=True).data)
 
     @extend_schema(request=s.KeyCreateSerializer, responses={201: s.ApiKeyWithSecretSerializer})
     def post(self, request, slug):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         data = _parse(s.KeyCreateSerializer, request)
         api_key, secret = services.api_key_issue(
             by=membership, environment=data["environment"], name=data["name"], expires_at=data["expires_at"]
@@ -151,14 +151,14 @@ class KeyListView(APIView):
 class KeyDetailView(APIView):
     @extend_schema(responses=s.ApiKeySerializer)
     def get(self, request, slug, key_pk):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         return Response(s.ApiKeySerializer(selectors.api_key_get(project=membership.project, pk=key_pk)).data)
 
 
 class KeyRevokeView(APIView):
     @extend_schema(request=None, responses=s.ApiKeySerializer)
     def post(self, request, slug, key_pk):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         api_key = selectors.api_key_get(project=membership.project, pk=key_pk)
         return Response(s.ApiKeySerializer(services.api_key_revoke_by(by=membership, api_key=api_key)).data)
 
@@ -166,7 +166,7 @@ class KeyRevokeView(APIView):
 class KeyRotateView(APIView):
     @extend_schema(request=s.KeyRotateSerializer, responses={201: s.ApiKeyWithSecretSerializer})
     def post(self, request, slug, key_pk):
-        membership = _membership_for(request, slug)
+        membership = membership_for_caller(request, slug)
         api_key = selectors.api_key_get(project=membership.project, pk=key_pk)
         data = _parse(s.KeyRotateSerializer, request)
         new_key, secret = services.api_key_rotate_by(by=membership, api_key=api_key, grace=data["grace"])
