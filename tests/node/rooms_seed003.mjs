@@ -66,6 +66,13 @@ if (plan.scenario === "broadcast") {
   // Then a burst beyond the rate limit: every message is either broadcast back or refused.
   for (let n = 0; n < plan.burst; n++) c.socket.emit("message", `m${n}`);
   await until(c, () => c.received.length + c.errors.length - 1 >= plan.burst);
+} else if (plan.scenario === "send") {
+  // plan.count messages, each broadcast back to the sender; then, with plan.linger, stay connected
+  // until the server disconnects (a budget's close).
+  const c = clients[plan.clients[0].name];
+  for (let n = 0; n < plan.count; n++) c.socket.emit("message", `m${n}`);
+  await until(c, () => c.received.length + c.errors.length >= plan.count);
+  if (plan.linger) await c.gone;
 } else if (plan.scenario === "revoke") {
   // The test revokes the key once it sees "connect"; the seed's disconnect handler then fires.
   await clients[plan.clients[0].name].gone;
