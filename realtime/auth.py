@@ -5,6 +5,7 @@ Credentials, first found wins: ``Authorization: Basic|Bearer <api key>`` or ``Be
 accepted with ``realtime`` if the client offered it, else with no subprotocol); a ``token`` query
 parameter (redacted from logs by project.logging). Connections that carry an Origin header (browsers)
 must come from REALTIME_ALLOWED_ORIGINS; clients without one (servers) are accepted on their credential.
+Last, a key or project whose monthly budget is spent is refused (``budget_exceeded``, realtime.budgets).
 """
 from __future__ import annotations
 

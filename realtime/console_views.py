@@ -11,6 +11,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from accounts.billing.money import money_format
 from accounts.models import EnvironmentKind
 from accounts.selectors import membership_get_for_user
 from realtime import selectors
@@ -46,7 +47,7 @@ def console_page(request, slug):
     }
     return render(request, "realtime/console.html", {
         "membership": membership, "project": project, "nav": "console", "config": config,
-        "environments": EnvironmentKind.choices, "voices": VOICES,
+        "environments": EnvironmentKind.choices, "voices": VOICES, "zero_cost": money_format(0),
     })
 
 
@@ -60,8 +61,8 @@ def _decimal_text(value) -> str:
 
 @require_GET
 def session_usage(request, slug, session_id):
-    """Usage so far of one session of this project: quantities per metric (decimal strings, exact)
-    and cost in integer micro-units. Another project's session is a 404."""
+    """Usage so far of one session of this project: quantities per metric (decimal strings, exact),
+    cost in integer micro-units and as shown (BILLING_CURRENCY). Another project's session is a 404."""
     if not request.user.is_authenticated:
         return _json_error("not_authenticated", "Sign in to see session usage.", 401)
     try:
@@ -80,6 +81,7 @@ def session_usage(request, slug, session_id):
         "close_reason": record.close_reason if record else "",
         "metrics": {metric: _decimal_text(quantity) for metric, quantity in usage.metrics.items()},
         "cost_micros": usage.cost_micros,
+        "cost": money_format(usage.cost_micros),
     }
     response = JsonResponse(body)
     response["Cache-Control"] = "no-store"

@@ -23,9 +23,11 @@ def operator(db):
 
 def test_admin_lists_every_accounts_model(operator, project, dev_key):
     index = operator.get("/admin/").content.decode()
-    for model in ("users", "projects", "memberships", "environments", "api keys", "agents", "deployments", "usage records"):
+    for model in ("users", "projects", "memberships", "environments", "api keys", "agents", "deployments", "usage records",
+                  "prices", "budgets"):
         assert model in index.lower(), model
-    for path in ("user", "project", "membership", "environment", "apikey", "agent", "deployment", "usagerecord"):
+    for path in ("user", "project", "membership", "environment", "apikey", "agent", "deployment", "usagerecord",
+                 "price", "budget"):
         assert operator.get(f"/admin/accounts/{path}/").status_code == 200, path
 
 

@@ -17,7 +17,9 @@ from accounts.models import EnvironmentKind, UsageRecord
 from accounts.services import api_key_create
 from realtime.models import SessionRecord
 from tests.test_billing_support import prices_set
-from tests.test_gateway_support import ScriptedUpstream, bearer, connect, make_custom_deployment, recv_until, session_url
+from tests.test_gateway_support import (
+    ScriptedUpstream, bearer, connect, make_custom_deployment, recv_until, session_url, until,
+)
 from tests.test_rooms_live import run_plan
 from tests.test_tasks_support import connect as tasks_connect
 from tests.test_tasks_support import new_connection, png_bytes, b64, run_task, task_uuid
@@ -44,14 +46,6 @@ def ledger_by_key_and_metric(project) -> dict[tuple[str, str], dict]:
         entry["prices"].add(row.unit_price_micros)
         entry["sessions"].add(row.session_id)
     return totals
-
-
-async def until(predicate, timeout: float = 30):
-    """Wait for what the server process writes to the ledger (no event reaches the test)."""
-    async with asyncio.timeout(timeout):
-        while not (result := await sync_to_async(predicate)()):
-            await asyncio.sleep(0.1)
-    return result
 
 
 async def realtime_session(server, raw: str) -> None:

@@ -137,9 +137,9 @@ def test_the_monthly_statement_has_a_line_per_key_and_metric_and_the_total(proje
     for key_id in expected:
         subtotal = sum(in_month.filter(key_id=key_id).values_list("cost_micros", flat=True))
         assert re.search(rf'<tr class="subtotal"><th scope="row">Subtotal [^<]+</th><td></td><td></td>'
-                         rf'<td class="num">{re.escape(money_format(subtotal))}</td>', html)
+                         rf'<td class="num">{re.escape(money_format(subtotal, exact=True))}</td>', html)
     total = sum(in_month.values_list("cost_micros", flat=True))
-    assert f'id="statement-total">{money_format(total)}<' in html
+    assert f'id="statement-total">{money_format(total, exact=True)}<' in html
     assert "$0.00002 per token" in html and "$0.002 per task" in html and "$0.001 per second" in html
     assert "@media print" in (settings.BASE_DIR / "static/css/billing.css").read_text()
 

@@ -20,7 +20,8 @@ from accounts.models import Budget, EnvironmentKind
 from accounts.services import api_key_create
 from tests.test_billing_support import ledger_row, prices_set
 from tests.test_gateway_support import (
-    ScriptedUpstream, bearer, connect, expect_refusal, make_custom_deployment, recv_json, recv_until, session_url,
+    ScriptedUpstream, bearer, closed, connect, expect_refusal, make_custom_deployment, recv_json, recv_until,
+    session_url,
 )
 from tests.test_rooms_live import BASE_DIR, SCRIPT, run_plan
 from tests.test_tasks_support import connect as tasks_connect
@@ -49,16 +50,6 @@ def conversation_url(server, raw: str, deployment_key: str) -> str:
 
 def conversation_request(text: str) -> str:
     return json.dumps({"request": {"unstructured": {"text": text}}, "userId": "u1"})
-
-
-async def closed_with(ws) -> int:
-    async with asyncio.timeout(TIMEOUT):
-        try:
-            while True:
-                await ws.recv()
-        except websockets.ConnectionClosed:
-            pass
-    return ws.close_code
 
 
 def rooms_connect_error(server, raw: str) -> dict:
@@ -93,7 +84,7 @@ async def test_a_spent_budget_refuses_new_sessions_of_every_dialect(server_facto
         # conversation: its error shape, then close 4402.
         async with websockets.connect(conversation_url(server, spent, deployment.deployment_key)) as ws:
             message = await recv_json(ws)
-            code = await closed_with(ws)
+            code = await closed(ws)
         assert (message["error"]["code"], code) == ("budget_exceeded", 4402)
         # rooms: connect_error with data.code.
         refused = await asyncio.to_thread(rooms_connect_error, server, spent)
@@ -136,7 +127,7 @@ async def test_live_sessions_of_every_dialect_are_warned_then_closed_after_the_g
             await ws.send(json.dumps({"type": "response.create"}))
             await recv_until(ws, "response.done")
             final, _ = await recv_until(ws, "error")
-            code = await closed_with(ws)
+            code = await closed(ws)
         assert (final["error"]["code"], code) == ("budget_exceeded", 4402)
         assert time.monotonic() - warned >= GRACE_SECONDS - 0.1
 
@@ -155,7 +146,7 @@ async def test_live_sessions_of_every_dialect_are_warned_then_closed_after_the_g
             await ws.send(conversation_request("three"))  # answered during the grace period
             assert "messages" in await recv_json(ws)
             final = await recv_json(ws)
-            code = await closed_with(ws)
+            code = await closed(ws)
         assert (final["error"]["code"], code) == ("budget_exceeded", 4402)
 
         # tasks: two uploads spend 2000 of 1500.

@@ -59,7 +59,7 @@ def test_session_usage_sums_the_ledger(client, member, project, metered_session)
     assert response.status_code == 200
     body = response.json()
     assert body["metrics"] == {"audio_in_seconds": "2", "text_out_tokens": "15"}
-    assert body["cost_micros"] == 55
+    assert body["cost_micros"] == 55 and body["cost"] == "$0.000055"
     assert body["live"] is True and body["ended_at"] is None
     session_record_end(record_id=metered_session.pk, close_reason="client_closed")
     body = client.get(f"/projects/{project.slug}/sessions/console-abc/usage").json()

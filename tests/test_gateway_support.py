@@ -153,15 +153,28 @@ async def recv_until(ws, kind: str, timeout: float = TIMEOUT) -> tuple[dict, lis
             seen.append(event)
 
 
-async def expect_refusal(ws, timeout: float = TIMEOUT) -> tuple[dict, int]:
-    """The gateway's error event then its close: (error object, close code). (daphne sends no close
-    reason, so the error event carries the code.)"""
-    event = await recv_json(ws, timeout)
-    assert event["type"] == "error", event
+async def closed(ws, timeout: float = TIMEOUT) -> int:
+    """Read (and drop) whatever is left until the connection closes; its close code."""
     async with asyncio.timeout(timeout):
         try:
             while True:
                 await ws.recv()
         except websockets.ConnectionClosed:
             pass
-    return event["error"], ws.close_code
+    return ws.close_code
+
+
+async def expect_refusal(ws, timeout: float = TIMEOUT) -> tuple[dict, int]:
+    """The gateway's error event then its close: (error object, close code). (daphne sends no close
+    reason, so the error event carries the code.)"""
+    event = await recv_json(ws, timeout)
+    assert event["type"] == "error", event
+    return event["error"], await closed(ws, timeout)
+
+
+async def until(predicate, timeout: float = 30):
+    """Wait for a condition on data another process writes (no event reaches this process)."""
+    async with asyncio.timeout(timeout):
+        while not (result := await sync_to_async(predicate)()):
+            await asyncio.sleep(0.1)
+    return result

@@ -2,7 +2,6 @@
 format, and tokens from the upstream's response.done usage."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from decimal import Decimal
@@ -20,6 +19,7 @@ from tests.test_gateway_support import (
     recv_json,
     recv_until,
     session_url,
+    until,
 )
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -30,14 +30,6 @@ def _totals(session_id: str) -> dict[str, Decimal]:
     for metric, quantity in UsageRecord.objects.filter(session_id=session_id).values_list("metric", "quantity"):
         totals[metric] = totals.get(metric, Decimal(0)) + quantity
     return totals
-
-
-async def _until(predicate, timeout: float = 30):
-    """Wait for a condition on data another process writes (no event reaches this process)."""
-    async with asyncio.timeout(timeout):
-        while not (result := await sync_to_async(predicate)()):
-            await asyncio.sleep(0.1)
-    return result
 
 
 async def test_usage_is_metered_while_live_and_completed_at_the_end(server_factory, project, dev_key):
@@ -60,9 +52,9 @@ async def test_usage_is_metered_while_live_and_completed_at_the_end(server_facto
             await ws.send(json.dumps({"type": "response.create"}))
             await recv_until(ws, "response.done")
             # Flushed while the session is still live, not only at its end.
-            live = await _until(lambda: _totals(session_id).get("audio_in_seconds") == Decimal("1.500"))
+            live = await until(lambda: _totals(session_id).get("audio_in_seconds") == Decimal("1.500"))
             assert live
-        await _until(lambda: SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=False).exists())
+        await until(lambda: SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=False).exists())
     totals = await sync_to_async(_totals)(session_id)
     assert totals["audio_in_seconds"] == Decimal("1.500")
     assert totals["audio_out_seconds"] == Decimal("0.100")  # 4800 bytes of PCM16 24 kHz

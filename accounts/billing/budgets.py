@@ -21,7 +21,7 @@ from django.db.models import Sum
 
 from accounts.billing.usage import day_start, month_first, today
 from accounts.exceptions import InvalidInput, NotAllowed
-from accounts.models import ApiKey, Budget, Membership, Project, UsageRecord
+from accounts.models import ApiKey, Budget, EnvironmentKind, Membership, Project, UsageRecord
 from accounts.selectors import MANAGER_ROLES
 
 MAX_LIMIT_MICROS = 10**15
@@ -148,7 +148,8 @@ def budget_overview(*, project: Project) -> BudgetOverview:
     labels = usage_key_labels(project=project)
     keys = [BudgetLine(key_id=key_id, name=label.name, environment=label.environment, limit_micros=limits.get(key_id),
                        spent_micros=spent.get(key_id, 0))
-            for key_id, label in sorted(labels.items(), key=lambda item: (item[1].environment, item[1].name))]
+            for key_id, label in sorted(labels.items(), key=lambda item: (
+                EnvironmentKind.values.index(item[1].environment), item[1].name.lower()))]
     return BudgetOverview(
         month=month,
         project=BudgetLine(key_id="", name=project.name, environment="", limit_micros=limits.get(""),

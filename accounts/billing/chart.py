@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 # Distinguishable, colour-blind-friendly series colours (Okabe-Ito, then a few more).
 PALETTE = ("#2454d6", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#7a5195", "#8c8c00",
            "#5f7a8c", "#b5651d")
-WIDTH, HEIGHT = 640, 300
+WIDTH, HEIGHT = 960, 300
 LEFT, RIGHT, TOP, BOTTOM = 72, 8, 14, 44
 
 
@@ -58,7 +58,7 @@ def stacked_bars_svg(*, days: list[dt.date], series: list[Series], value_text: C
     y_max = step * max(1, -(-top // step))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     band = plot_w / max(1, len(days))
-    bar = min(44.0, band * 0.72)
+    bar = min(56.0, band * 0.72)
 
     def y(value: int) -> float:
         return TOP + plot_h - plot_h * value / y_max
@@ -75,8 +75,8 @@ def stacked_bars_svg(*, days: list[dt.date], series: list[Series], value_text: C
             '<text class="axis" x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
             LEFT, WIDTH - RIGHT, _n(ty), _n(ty), LEFT - 8, _n(ty), value_text(tick)))
         tick += step
-    label_every = max(1, -(-len(days) // 16))
-    many = len(days) > 16
+    label_every = max(1, -(-len(days) // 24))
+    many = len(days) > 24
     for n, day in enumerate(days):
         x = LEFT + band * n + (band - bar) / 2
         base = 0

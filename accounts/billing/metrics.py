@@ -56,6 +56,6 @@ def quantity_text(quantity, metric: str) -> str:
     value = Decimal(quantity).normalize() if quantity else Decimal(0)
     if value == value.to_integral_value():
         value = value.quantize(Decimal(1))
-    unit = metric_unit(metric)
-    short = {"seconds": "s"}.get(unit, unit)
+    unit = metric_unit(metric) if value != 1 else metric_unit_singular(metric)
+    short = {"seconds": "s", "second": "s"}.get(unit, unit)
     return f"{value:,f} {short}"

@@ -94,7 +94,7 @@ def _report_context(*, project, filters: Filters, key_id: str | None = None) -> 
                     "the same numbers are in the data table beside the chart.")
     value_text = _value_text(filters.measure)
     table = [{"day": day, "values": [value_text(s.values[n]) if s.values[n] else "" for s in report.series],
-              "total": value_text(report.day_totals[n])}
+              "total": value_text(report.day_totals[n]) if report.day_totals[n] else "—"}
              for n, day in enumerate(report.days)]
     metrics = list(dict.fromkeys([*METRICS, *report.metrics]))
     if filters.measure != COST and filters.measure not in metrics:

@@ -667,7 +667,7 @@ async function pollUsage() {
   setMeter("meter-audio-out", m("audio_out_seconds"), `${m("audio_out_seconds").toFixed(3)} s`);
   const tokens = m("text_in_tokens") + m("text_out_tokens");
   setMeter("meter-tokens", tokens, `${m("text_in_tokens")} / ${m("text_out_tokens")}`);
-  setMeter("meter-cost", usage.cost_micros, `$${(usage.cost_micros / 1e6).toFixed(6)}`);
+  setMeter("meter-cost", usage.cost_micros, usage.cost);
 }
 
 function startTimers() {

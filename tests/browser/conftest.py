@@ -49,3 +49,27 @@ def browser_context(chromium_browser):
 @pytest.fixture
 def page(browser_context):
     return browser_context.new_page()
+
+
+BROWSER_PASSWORD = "correct horse battery staple"
+
+
+def browser_user_prepare(user) -> None:
+    """Let ``user`` sign in to a server process: a password hashed with the default hasher (the test
+    settings' fast one is not the server's) and a verified email address."""
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user.password = PBKDF2PasswordHasher().encode(BROWSER_PASSWORD, "browsersalt")
+    user.save(update_fields=["password"])
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+
+
+def sign_in(page, server, email: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.http_url}/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(BROWSER_PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page).to_have_url(f"{server.http_url}/projects/")

@@ -8,13 +8,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from allauth.account.models import EmailAddress
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 from playwright.sync_api import expect
 
 from realtime import audio, speech
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -22,7 +20,6 @@ SPOKEN = "what is the weather in london today"
 # The words the local agent's recogniser gets right every time through the browser's capture path
 # (echo cancellation included); "weather" is sometimes heard as "where there" or "winner".
 KEY_WORDS = ("london", "today")
-PASSWORD = "correct horse battery staple"
 AGENT_TIMEOUT_MS = 90_000  # recognition and synthesis share 2 CPU cores with everything else
 
 
@@ -76,10 +73,7 @@ def console_page(microphone_wav, monkeypatch):
 
 @pytest.fixture
 def console_server(server_factory, owner, project):
-    # The server process hashes with the default hashers; the test settings use a fast one.
-    owner.password = PBKDF2PasswordHasher().encode(PASSWORD, "consolesalt")
-    owner.save(update_fields=["password"])
-    EmailAddress.objects.create(user=owner, email=owner.email, verified=True, primary=True)
+    browser_user_prepare(owner)
     return server_factory(env={
         "REALTIME_ALLOWED_ORIGINS": "http://127.0.0.1:{port}",
         "REALTIME_METER_FLUSH_SECONDS": "1",
@@ -87,11 +81,7 @@ def console_server(server_factory, owner, project):
 
 
 def sign_in_and_open_console(page, server, project):
-    page.goto(f"{server.http_url}/accounts/login/")
-    page.get_by_label("Email").fill("owner@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign In").click()
-    expect(page).to_have_url(f"{server.http_url}/projects/")
+    sign_in(page, server, "owner@example.com")
     page.goto(f"{server.http_url}/projects/{project.slug}/")
     page.get_by_role("navigation", name="Project").get_by_role("link", name="Console").click()
     expect(page.get_by_role("heading", name="Conversation")).to_be_visible()
