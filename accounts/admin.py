@@ -5,7 +5,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from accounts.billing.budgets import budget_cache
 from accounts.billing.metrics import metric_unit_singular
-from accounts.billing.money import currency, money_format
+from accounts.billing.money import money_format
 from accounts.billing.prices import price_cache
 from accounts.models import (
     Agent, ApiKey, Budget, Deployment, Environment, Membership, Price, Project, UsageRecord, User,
@@ -115,7 +115,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
     @admin.display(description="monthly limit")
     def monthly_limit(self, obj):
-        return f"{money_format(obj.monthly_limit_micros)} {currency()}"
+        return money_format(obj.monthly_limit_micros)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

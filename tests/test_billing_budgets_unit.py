@@ -118,6 +118,25 @@ def test_only_owners_and_admins_change_budgets_and_bad_limits_are_refused(projec
     assert project.budgets.count() == 0 and budget_state_get(project_id=project.pk).project_limit is None
 
 
+@pytest.mark.django_db
+def test_operators_set_budgets_in_the_admin_for_keys_of_that_project_only(project, other_key, dev_key):
+    from django.test import Client
+
+    from accounts.models import Budget, User
+
+    client = Client()
+    client.force_login(User.objects.create_superuser(email="ops@example.com", password="operator passphrase 1"))
+    refused = client.post("/admin/accounts/budget/add/", {"project": project.pk, "key_id": other_key[0].key_id,
+                                                          "monthly_limit_micros": "5"})
+    assert refused.status_code == 200 and "no key with that key id" in refused.content.decode()
+    assert budget_state_get(project_id=project.pk).key_limits == {}  # cached in this process
+    saved = client.post("/admin/accounts/budget/add/", {"project": project.pk, "key_id": dev_key[0].key_id,
+                                                        "monthly_limit_micros": "5"})
+    assert saved.status_code == 302 and Budget.objects.get().monthly_limit_micros == 5
+    assert budget_state_get(project_id=project.pk).key_limits == {dev_key[0].key_id: 5}  # the admin refreshed it
+    assert "$0.000005" in client.get("/admin/accounts/budget/").content.decode()
+
+
 # --- The gateway side -------------------------------------------------------------------------------
 
 @pytest.mark.django_db(transaction=True)

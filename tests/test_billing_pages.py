@@ -191,3 +191,13 @@ def test_the_dashboard_shows_the_project_budget_in_use(project, owner, traffic):
     html = _client(owner).get(f"/projects/{project.slug}/usage/").content.decode()
     spent = _ledger_cost(project, occurred_at__gte=timezone.now().replace(day=1, hour=0, minute=0, second=0))
     assert f"{spent * 100 // 1_000_000}% of the $1.00 monthly budget" in html
+
+
+def test_a_key_name_cannot_become_a_spreadsheet_formula_in_the_csv(project, owner, dev_key):
+    row, _ = dev_key
+    row.name = "=HYPERLINK(\"http://evil.example\")"
+    row.save(update_fields=["name"])
+    ledger_row(row, "messages", 1, unit_price=100)
+    rows = list(csv.DictReader(io.StringIO(_client(owner).get(f"/projects/{project.slug}/usage/export.csv")
+                                           .content.decode())))
+    assert rows[0]["key_name"] == "'" + row.name

@@ -142,6 +142,11 @@ def usage_key(request, slug, key_id):
     return render(request, "billing/usage_key.html", _page(membership, **context), status=400 if error else 200)
 
 
+def _csv_text(value: str) -> str:
+    """A name as a spreadsheet cell that cannot be read as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 CSV_COLUMNS = ["date", "environment", "key_id", "key_name", "metric", "unit", "quantity", "unit_price_micros",
                "cost_micros", "cost", "currency"]
 
@@ -167,7 +172,7 @@ def usage_csv(request, slug):
     for line in usage_lines(project_id=project.pk, start=start, end=end, environment=environment):
         label = keys.get(line.key_id)
         writer.writerow([
-            line.day.isoformat(), line.environment, line.key_id, label.name if label else "", line.metric,
+            line.day.isoformat(), line.environment, line.key_id, _csv_text(label.name) if label else "", line.metric,
             metric_unit(line.metric), format(line.quantity.normalize(), "f") if line.quantity else "0",
             line.unit_price_micros, line.cost_micros, format(money_decimal(line.cost_micros), "f"), currency(),
         ])
