@@ -283,3 +283,17 @@ class Budget(models.Model):
 
     def __str__(self):
         return f"{self.project.slug}/{self.key_id or 'project'}"
+
+
+class MonthlySpend(models.Model):
+    """What a key has cost in a calendar month (UTC), kept in step with the ledger: every ledger write
+    adds its cost here in the same transaction, so budgets read a few rows instead of summing the
+    month's ledger."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="monthly_spend")
+    key_id = models.CharField(max_length=32)
+    month = models.DateField(help_text="The first day of the month (UTC).")
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key_id", "month"], name="unique_monthly_spend")]

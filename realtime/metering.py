@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.billing.budgets import monthly_spend_add
 from accounts.billing.prices import Charge, charges_compute
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,13 @@ def _ledger_write(*, key, session_id: str, dialect: str, seq: int, amounts: dict
         for metric, quantity in amounts.items()
     ]
     with transaction.atomic():
+        # A batch is written whole or not at all, so one of its keys tells whether it already was (a retry
+        # after a write whose outcome was unknown): then nothing is added, to the ledger or to the spend.
+        if not rows or UsageRecord.objects.filter(idempotency_key=rows[0].idempotency_key).exists():
+            return
         UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+        monthly_spend_add(project_id=key.project_id, key_id=key.key_id, month=now.date().replace(day=1),
+                          cost_micros=sum(row.cost_micros for row in rows))
 
 
 def _batch_write(*, key, session_id: str, dialect: str, batch: _Batch, remainders: dict[str, int]) -> None:

@@ -1,5 +1,5 @@
-"""Monthly budgets: when a budget counts as spent, what the spend check costs (cached, no ledger sum
-for a project without budgets), who may change budgets, and the gateway side that refuses new
+"""Monthly budgets: when a budget counts as spent, what the spend check costs (cached; a few rows of
+monthly spend, never a sum over the ledger), who may change budgets, and the gateway side that refuses new
 sessions and warns, then closes, live ones."""
 from __future__ import annotations
 
@@ -55,20 +55,21 @@ def test_last_months_usage_does_not_count(project, owner, dev_key):
 
 
 @pytest.mark.django_db
-def test_the_spend_check_is_cached_and_a_project_without_budgets_never_sums_its_ledger(project, owner, dev_key,
+def test_the_spend_check_is_cached_and_a_project_without_budgets_never_reads_its_spend(project, owner, dev_key,
                                                                                      monkeypatch, settings):
     row, _ = dev_key
     ledger_row(row, "messages", 3, unit_price=100)
     with CaptureQueriesContext(connection) as queries:
         state = budget_state_get(project_id=project.pk)
-    assert len(queries) == 1 and "usagerecord" not in queries[0]["sql"].lower()  # only the budgets
+    assert len(queries) == 1 and "monthlyspend" not in queries[0]["sql"].lower()  # only the budgets
     assert state.exceeded(row.key_id) is None
 
     budget_set(by=_membership(project, owner), key_id=row.key_id, monthly_limit_micros=300)
     budgets.budget_cache.clear()
     with CaptureQueriesContext(connection) as queries:
         assert budget_state_get(project_id=project.pk).exceeded(row.key_id) == "key"
-    assert len(queries) == 2
+    # The budgets and the month's spend per key: never a sum over the ledger.
+    assert len(queries) == 2 and not any("usagerecord" in q["sql"].lower() for q in queries)
     with CaptureQueriesContext(connection) as queries:
         assert budget_state_peek(project_id=project.pk).key_spent == {row.key_id: 300}
         budget_state_get(project_id=project.pk)

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from accounts.models import EnvironmentKind, UsageRecord
+from accounts.models import EnvironmentKind, MonthlySpend, UsageRecord
 from accounts.services import api_key_create
 from realtime.models import SessionRecord
 from tests.test_billing_support import prices_set
@@ -143,3 +143,10 @@ async def test_every_dialect_is_billed_exactly_per_key_and_metric(server_factory
     rows = await sync_to_async(UsageRecord.objects.filter(key_id=realtime_row.key_id, metric="session_seconds").count)()
     assert rows >= 2
     assert not {tasks_row.key_id, rooms_row.key_id} & {k for k, m in ledger if m == "session_seconds"}
+    # The month's spend that budgets read is the ledger's, key by key.
+    spend = await sync_to_async(lambda: dict(MonthlySpend.objects.filter(project=project).values_list(
+        "key_id", "cost_micros")))()
+    by_key: dict[str, int] = {}
+    for (key_id, _metric), entry in ledger.items():
+        by_key[key_id] = by_key.get(key_id, 0) + entry["cost"]
+    assert spend == by_key

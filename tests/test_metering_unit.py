@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import sync_to_async
 
-from accounts.models import UsageRecord
+from accounts.models import MonthlySpend, UsageRecord
 from realtime.metering import (
     SessionMeter,
     audio_bytes_per_second,
@@ -107,6 +107,9 @@ async def test_a_flush_retried_after_an_uncertain_write_is_counted_once_at_its_f
         ("sess_uncertain:1:text_in_tokens", Decimal(10), 5, 50),
         ("sess_uncertain:2:text_in_tokens", Decimal(4), 7, 28),
     ]
+    # The month's spend behind budgets counted the retried batch once too.
+    spend = await sync_to_async(list)(MonthlySpend.objects.filter(key_id=row.key_id).values_list("cost_micros", flat=True))
+    assert spend == [1500 + 50 + 28]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,10 +2,12 @@
 calendar month in UTC. At the limit the gateway refuses new sessions and closes live ones
 (realtime.budgets); here are the rules and the spend they are checked against.
 
-Spend is read often (every connection and, per live session, every BILLING_SPEND_CACHE_SECONDS), so
-each process keeps a project's budget state for BILLING_SPEND_CACHE_SECONDS: a check costs no query
-while that copy is fresh, and a project with no budget never sums its ledger. The spend a check sees
-is therefore up to BILLING_SPEND_CACHE_SECONDS + REALTIME_METER_FLUSH_SECONDS behind the usage.
+Spend is read often (every connection and, per live session, every BILLING_SPEND_CACHE_SECONDS). It
+comes from MonthlySpend, a per-key monthly total that every ledger write adds to in its own
+transaction (``monthly_spend_add``), so reading it is a few rows however big the month's ledger. On top
+of that each process keeps a project's budget state for BILLING_SPEND_CACHE_SECONDS: a check costs no
+query while that copy is fresh, and a project with no budget never reads spend at all. The spend a
+check sees is therefore up to BILLING_SPEND_CACHE_SECONDS + REALTIME_METER_FLUSH_SECONDS behind the usage.
 A budget changed here applies at once in this process and within BILLING_SPEND_CACHE_SECONDS in others.
 """
 from __future__ import annotations
@@ -16,12 +18,12 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Sum
+from django.db import IntegrityError, transaction
+from django.db.models import F
 
-from accounts.billing.usage import day_start, month_first, today
+from accounts.billing.usage import month_first, today
 from accounts.exceptions import InvalidInput, NotAllowed
-from accounts.models import ApiKey, Budget, EnvironmentKind, Membership, Project, UsageRecord
+from accounts.models import ApiKey, Budget, EnvironmentKind, Membership, MonthlySpend, Project
 from accounts.selectors import MANAGER_ROLES
 
 MAX_LIMIT_MICROS = 10**15
@@ -49,9 +51,21 @@ class BudgetState:
 
 
 def _month_spend(*, project_id: int, month: dt.date) -> dict[str, int]:
-    rows = (UsageRecord.objects.filter(project_id=project_id, occurred_at__gte=day_start(month))
-            .values("key_id").annotate(cost=Sum("cost_micros")).order_by())
-    return {row["key_id"]: int(row["cost"] or 0) for row in rows}
+    return dict(MonthlySpend.objects.filter(project_id=project_id, month=month).values_list("key_id", "cost_micros"))
+
+
+def monthly_spend_add(*, project_id: int, key_id: str, month: dt.date, cost_micros: int) -> None:
+    """Add a ledger write's cost to its key's month. Call it in the transaction that writes the rows."""
+    if not cost_micros:
+        return
+    spend = MonthlySpend.objects.filter(project_id=project_id, key_id=key_id, month=month)
+    if spend.update(cost_micros=F("cost_micros") + cost_micros):
+        return
+    try:
+        with transaction.atomic():
+            MonthlySpend.objects.create(project_id=project_id, key_id=key_id, month=month, cost_micros=cost_micros)
+    except IntegrityError:  # another write made the row in between
+        spend.update(cost_micros=F("cost_micros") + cost_micros)
 
 
 def budget_state_load(*, project_id: int) -> BudgetState:
@@ -139,7 +153,7 @@ class BudgetOverview:
 
 
 def budget_overview(*, project: Project) -> BudgetOverview:
-    """Limits and this month's spend (fresh from the ledger) for the project and each of its keys."""
+    """Limits and this month's spend (not cached) for the project and each of its keys."""
     from accounts.billing.usage import usage_key_labels
 
     month = month_first(today())
