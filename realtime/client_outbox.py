@@ -8,12 +8,16 @@ A client that stops reading must not grow the server's memory without bound. Wha
   awaits tokio-tungstenite's flush). Frames then wait here, where they are counted.
 - daphne returns from ``send()`` at once: autobahn appends the frame to the Twisted transport's
   buffer, which grows without limit (daphne issue #170). The bytes waiting there are read from the
-  transport (``server_backlog``) and counted too.
+  transport (DaphneConnection) and counted too.
 
 Undelivered bytes are those queued here plus those in the server's transport buffer. Past
 REALTIME_CLIENT_BUFFER_BYTES ``push`` raises ClientTooSlow; the session then ends with its
-``client_too_slow`` error queued after everything already accepted, and a close (4430). A close the
-client never reads is given up on after CLOSE_GRACE_SECONDS (``on_abandon``).
+``client_too_slow`` error queued after everything already accepted, and a close (4430).
+
+A client that has stopped reading gets CLOSE_GRACE_SECONDS to take its last frames and answer the
+close. On daphne that is autobahn's close-handshake timeout for this connection (its default, under a
+second, would cut off a client that resumes reading before it reaches the close); where the frames
+cannot even be handed to the server (uvicorn, granian), the connection is then abandoned (``on_abandon``).
 """
 from __future__ import annotations
 
@@ -26,8 +30,7 @@ from realtime.fifo import Fifo
 
 logger = logging.getLogger(__name__)
 
-# How long frames and the close may take to reach a client that has stopped reading before the
-# connection is abandoned (its memory is bounded meanwhile: it cannot queue more).
+# Bounded memory meanwhile: nothing more is queued for a connection that is closing.
 CLOSE_GRACE_SECONDS = 5.0
 
 
@@ -35,42 +38,55 @@ class ClientTooSlow(Exception):
     """The client's undelivered data reached the limit: the frame was not queued."""
 
 
-def server_backlog(send) -> Callable[[], int] | None:
-    """A function returning the bytes the ASGI server accepted from ``send()`` but has not yet written
-    to the socket, for servers whose ``send()`` never waits (daphne); None elsewhere.
+class DaphneConnection:
+    """What daphne's ``send()`` does not tell: the bytes accepted but not yet written to the socket.
 
-    daphne passes ``functools.partial(Server.handle_reply, protocol)`` as ``send``; the protocol's
-    Twisted transport (a FileDescriptor, perhaps under a TLS wrapper) holds the unwritten bytes in
-    ``dataBuffer[offset:]`` plus ``_tempDataLen``. Twisted has no public accessor for this; the live
-    test of this limit (tests/test_client_backpressure_live.py) fails if a Twisted upgrade moves it.
+    daphne passes ``functools.partial(Server.handle_reply, protocol)`` as ``send``; the protocol is an
+    autobahn WebSocketServerProtocol whose Twisted transport (a FileDescriptor, perhaps under a TLS
+    wrapper) holds the unwritten bytes in ``dataBuffer[offset:]`` plus ``_tempDataLen``. Twisted has no
+    public accessor for them; tests/test_client_backpressure_live.py fails if an upgrade moves them.
     """
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    transport = getattr(send.args[0], "transport", None)
-    for _depth in range(3):  # TLS: TLSMemoryBIOProtocol -> the TCP transport
-        if transport is None:
-            return None
-        if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
-            def backlog(transport=transport) -> int:
-                return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
-            return backlog
-        transport = getattr(transport, "transport", None)
-    return None
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, protocol, transport):
+        self.protocol = protocol
+        self.transport = transport
+
+    @classmethod
+    def of(cls, send) -> DaphneConnection | None:
+        if not isinstance(send, functools.partial) or not send.args:
+            return None
+        protocol = send.args[0]
+        transport = getattr(protocol, "transport", None)
+        for _depth in range(3):  # TLS: TLSMemoryBIOProtocol -> the TCP transport
+            if transport is None or not hasattr(protocol, "closeHandshakeTimeout"):
+                return None
+            if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+                return cls(protocol, transport)
+            transport = getattr(transport, "transport", None)
+        return None
+
+    def backlog(self) -> int:
+        transport = self.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def allow_close_handshake(self, seconds: float) -> None:
+        self.protocol.closeHandshakeTimeout = seconds
 
 
 class ClientOutbox:
     """``accept`` once, then ``push`` text frames and ``close`` the connection; one task sends them."""
 
-    __slots__ = ("_send", "_limit", "_backlog", "_frames", "_queued_bytes", "_task", "_closing", "_on_abandon",
+    __slots__ = ("_send", "_limit", "_daphne", "_frames", "_queued_bytes", "_task", "_closing", "_on_abandon",
                  "abandoned")
 
     def __init__(self, send, *, limit_bytes: int, on_abandon: Callable[[], None]):
         self._send = send
         self._limit = limit_bytes
-        self._backlog = server_backlog(send)
+        self._daphne = DaphneConnection.of(send)
         self._frames: Fifo[dict] = Fifo()
-        self._queued_bytes = 0
+        self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
         self._task: asyncio.Task | None = None
         self._closing = False
         self._on_abandon = on_abandon
@@ -81,7 +97,7 @@ class ClientOutbox:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
 
     def undelivered_bytes(self) -> int:
-        return self._queued_bytes + (self._backlog() if self._backlog is not None else 0)
+        return self._queued_bytes + (self._daphne.backlog() if self._daphne is not None else 0)
 
     def push(self, text: str, *, bounded: bool = True) -> None:
         """Queue a text frame. ``bounded`` frames raise ClientTooSlow past the limit (the gateway's own
@@ -98,6 +114,8 @@ class ClientOutbox:
         if self._closing:
             return
         self._closing = True
+        if self._daphne is not None:
+            self._daphne.allow_close_handshake(CLOSE_GRACE_SECONDS)
         self._frames.put({"type": "websocket.close", "code": code, "reason": reason})
         asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._give_up)
 
@@ -121,10 +139,11 @@ class ClientOutbox:
             frame = None  # an idle connection must not keep its last frame alive
 
     def _give_up(self) -> None:
+        """The frames before the close could not even be handed to the server in the grace period."""
         task = self._task
         if task is None or task.done():
             return
-        logger.info("client did not take its last %d bytes and the close within %.0f s; connection abandoned",
+        logger.info("client took neither its last %d bytes nor the close within %.0f s; connection abandoned",
                     self.undelivered_bytes(), CLOSE_GRACE_SECONDS)
         self.abandoned = True
         task.cancel()

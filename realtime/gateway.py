@@ -89,7 +89,6 @@ class GatewaySession:
         self.opened = False
         self.closed = False
         self.close_reason = ""
-        self.deployment = None
         self._upstream = None
         self._to_upstream: Fifo[str] = Fifo()
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
@@ -140,11 +139,12 @@ class GatewaySession:
                 )
                 return deployment, credential, record.pk
 
-            self.deployment, credential, self._record_id = await database_sync_to_async(resolve)()
-            if self.deployment is None:
+            # The deployment is not kept: an idle session's memory is a goal (bench/README.md, "Relay").
+            deployment, credential, self._record_id = await database_sync_to_async(resolve)()
+            if deployment is None:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
-            agent = self.deployment.agent
+            agent = deployment.agent
             target = upstream.upstream_target(
                 agent=agent, credential=credential, session_id=self.session_id, server=server
             )

@@ -72,6 +72,7 @@ class RealtimeConnection:
         await self.outbox.accept(accepted_subprotocol(self.scope), name=f"client-outbox:{id(self):x}")
         try:
             await self._open()
+            self.scope = None  # not needed once the session is open; an idle connection keeps less
             while True:
                 message = await receive()
                 kind = message["type"]
@@ -163,6 +164,8 @@ def realtime_application(*, session_endpoint: bool):
     """The ASGI application of one realtime route."""
 
     async def application(scope, receive, send):
-        await RealtimeConnection(scope, send, session_endpoint=session_endpoint).run(receive)
+        connection = RealtimeConnection(scope, send, session_endpoint=session_endpoint)
+        del scope  # the connection lets go of it once the session is open
+        await connection.run(receive)
 
     return application
