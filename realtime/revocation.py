@@ -86,7 +86,7 @@ class _Watcher:
     async def _listen(self) -> None:
         self.channel_name = await self.layer.new_channel()
         for api_key_pk in list(self.watches):
-            await self.layer.group_add(key_group(api_key_pk), self.channel_name)
+            self._background(self.layer.group_add(key_group(api_key_pk), self.channel_name))
         while True:
             try:
                 message = await self.layer.receive(self.channel_name)
