@@ -36,8 +36,8 @@ from realtime.auth import ConnectionAuth
 from realtime.client_outbox import ClientTooSlow
 from realtime.fifo import Fifo
 from realtime.limits import GatewayError
-from realtime.revocation import KeyWatch, key_watch
 from realtime.metering import SessionMeter, audio_bytes_per_second, session_audio_formats
+from realtime.revocation import KeyWatch, key_watch
 from realtime.session_records import session_record_end, session_record_project, session_record_start
 
 logger = logging.getLogger(__name__)
