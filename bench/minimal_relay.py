@@ -61,7 +61,13 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio's own loop")
     args = parser.parse_args()
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         sys.exit("the minimal relay only listens on loopback")
-    asyncio.run(main(args.host, args.port, args.upstream))
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(main(args.host, args.port, args.upstream))
+    else:
+        asyncio.run(main(args.host, args.port, args.upstream))

@@ -3,16 +3,23 @@ appends (24 kHz mono -> 4800 bytes, base64) relayed through the Switchboard gate
 a direct connection to the same upstream and with a minimal relay written with ``websockets``.
 
 Every run starts fresh processes on loopback: the echo upstream (bench/echo_upstream.py), the minimal
-relay (bench/minimal_relay.py) and the gateway (project.asgi:application) under daphne and under
-uvicorn. The gateway reaches the echo upstream through a ``custom`` agent on a deployment of a bench
-project in a throwaway PostgreSQL database; the client authenticates with an API key (Bearer).
+relay (bench/minimal_relay.py) and the gateway (project.asgi:application) under each ASGI server of
+``--servers`` (default: daphne, which ``make run`` uses, and uvicorn as documented for production),
+one process each. The gateway reaches the echo upstream through a ``custom`` agent on a deployment of a
+bench project in a throwaway PostgreSQL database; the client authenticates with an API key (Bearer).
 
 Per run and per concurrency level (default 1, 50, 100 sessions), against each target:
   latency     closed loop: each session sends one append and waits for its echo (p50/p95 round trip)
   throughput  each session keeps WINDOW appends in flight; relayed round trips per second
   integrity   every append carries a sequence number; frames lost, duplicated or reordered are counted
+  CPU         user+system CPU time the relay process (and its workers) spent per relayed round trip
+              during the throughput phase: the cost of one event, much less disturbed by other load
+              on the machine than events per second
 and once per run, on fresh server processes: RSS of the relay process with N idle sessions minus its
 baseline, divided by N. Also a micro-benchmark of stdlib json vs orjson on typical events.
+
+Targets are measured one after the other, in the opposite order on every other run, so that load
+from elsewhere on the machine does not always fall on the same target.
 
 The results are medians over runs; ratios against the minimal relay are taken within each run, then
 the median of those. ``python bench/relay.py`` writes the relay section of bench/README.md and
@@ -59,7 +66,10 @@ CHUNK_BYTES = 24_000 * 2 // 10
 AUDIO_B64 = base64.b64encode(random.Random(4).randbytes(CHUNK_BYTES)).decode("ascii")
 
 # Limits of the gateway are raised for the bench: it measures the relay, not the token bucket.
+# Persistent database connections as in production (README, "Running several processes"): the usage
+# flushes and key re-checks still run, without a new PostgreSQL connection each time.
 GATEWAY_ENV = {
+    "DATABASE_CONN_MAX_AGE": "60",
     "DEBUG": "false",
     "SECURE_SSL_REDIRECT": "false",
     "LOG_LEVEL": "WARNING",
@@ -89,9 +99,43 @@ class Server:
     port: int
     log_path: Path
 
+    def pids(self) -> list[int]:
+        """The process and its descendants (granian and hypercorn serve from worker processes)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
+
     def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+        total = 0
+        for pid in self.pids():
+            try:
+                total += int(re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M).group(1))
+            except (OSError, AttributeError):
+                pass
+        return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time of all threads so far, in nanosecond resolution (schedstat; /proc/<pid>/stat counts
+        10 ms ticks, too coarse for a phase of a few seconds)."""
+        nanoseconds = 0
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                try:
+                    nanoseconds += int(task.read_text().split()[0])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return nanoseconds / 1e9
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -375,13 +419,17 @@ async def measure_level(target: Target, sessions: int, args) -> dict:
     sockets = await sessions_open(target, sessions)
     try:
         rtts, lat_tally = await latency_phase(sockets, per_session_latency, args.phase_timeout)
+        cpu_before = target.server.cpu_seconds() if target.server is not None else None
         rate, tp_tally = await throughput_phase(sockets, per_session_throughput, args.window, args.phase_timeout)
+        cpu_after = target.server.cpu_seconds() if target.server is not None else None
     finally:
         await sessions_close(sockets)
     return {
         "p50_ms": percentile(rtts, 0.50) * 1000 if rtts else None,
         "p95_ms": percentile(rtts, 0.95) * 1000 if rtts else None,
         "events_per_s": rate,
+        "relay_cpu_us_per_event": ((cpu_after - cpu_before) / tp_tally.received * 1e6
+                                   if cpu_before is not None and tp_tally.received else None),
         "lost": lat_tally.lost + tp_tally.lost,
         "duplicated": lat_tally.duplicated + tp_tally.duplicated,
         "reordered": lat_tally.reordered + tp_tally.reordered,
@@ -427,6 +475,30 @@ def json_microbench(repeat: int = 7) -> list[dict]:
 
 # --- Orchestration --------------------------------------------------------------------------------
 
+# Servers measured but not chosen, with the versions measured.
+NOT_REQUIRED = {"granian": "granian==2.8.7", "hypercorn": "hypercorn==0.18.0"}
+
+
+def server_commands(py: str) -> dict[str, list[str]]:
+    """How each ASGI server is started: one process (granian and hypercorn: one worker), loopback,
+    access logs off. ``uvicorn`` is the production command of README.md ("Running several processes")."""
+    uvicorn = [py, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
+               "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
+               "--log-level", "warning"]
+    bin_dir = Path(py).parent
+    return {
+        "daphne": [py, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"],
+        "uvicorn": [*uvicorn, "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
+        "uvicorn-websockets": [*uvicorn, "--ws", "websockets", "--ws-per-message-deflate", "false"],
+        "uvicorn-wsproto": [*uvicorn, "--ws", "wsproto", "--ws-per-message-deflate", "false"],
+        # NOT_REQUIRED: measured, not chosen.
+        "granian": [str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+                    "--loop", "uvloop", "--workers", "1", "--no-log", "project.asgi:application"],
+        "hypercorn": [str(bin_dir / "hypercorn"), "-b", "127.0.0.1:{port}", "-k", "uvloop", "-w", "1",
+                      "project.asgi:application"],
+    }
+
+
 def start_run(args, raw_key: str, agent_pk: int, logs: Path, servers_wanted: list[str]) -> tuple[list[Server], list[Target]]:
     py = sys.executable
     servers: list[Server] = []
@@ -444,16 +516,12 @@ def start_run(args, raw_key: str, agent_pk: int, logs: Path, servers_wanted: lis
         if servers_wanted:
             point_agent_at(agent_pk, echo_url)
         env = django_env(args.database_url, args.redis_url or None)
-        commands = {
-            "daphne": lambda p: [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(p), "project.asgi:application"],
-            "uvicorn": lambda p: [py, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", str(p),
-                                  "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--lifespan", "off",
-                                  "--no-access-log", "--log-level", "warning"],
-        }
+        commands = server_commands(py)
         headers = {"Authorization": f"Bearer {raw_key}"}
         for name in servers_wanted:
             port = free_port()
-            gateway = start_server(f"gateway-{name}", commands[name](port), env, logs, port)
+            gateway = start_server(f"gateway-{name}", [part.replace("{port}", str(port)) for part in commands[name]],
+                                   env, logs, port)
             servers.append(gateway)
             targets.append(Target(f"gateway-{name}", f"ws://127.0.0.1:{gateway.port}/v1/realtime", headers, gateway))
     except Exception:
@@ -463,7 +531,7 @@ def start_run(args, raw_key: str, agent_pk: int, logs: Path, servers_wanted: lis
     return servers, targets
 
 
-async def one_run(targets: list[Target], args) -> dict:
+async def one_run(targets: list[Target], args, run_number: int) -> dict:
     result: dict = {"memory_kib_per_session": {}, "levels": {}}
     # Memory first, while every relay process is fresh.
     for target in targets:
@@ -471,7 +539,7 @@ async def one_run(targets: list[Target], args) -> dict:
             result["memory_kib_per_session"][target.name] = await idle_memory(target, args.idle_sessions)
     for level in args.sessions:
         result["levels"][str(level)] = {}
-        for target in targets:
+        for target in (targets if run_number % 2 else targets[::-1]):
             result["levels"][str(level)][target.name] = await measure_level(target, level, args)
     return result
 
@@ -493,7 +561,8 @@ def summarize(runs: list[dict], args) -> dict:
             def cell(run, key, name=name):
                 return run["levels"][level][name][key]
 
-            row = {key: median_of(runs, lambda r, key=key: cell(r, key)) for key in ("p50_ms", "p95_ms", "events_per_s")}
+            row = {key: median_of(runs, lambda r, key=key: cell(r, key))
+                   for key in ("p50_ms", "p95_ms", "events_per_s", "relay_cpu_us_per_event")}
             for key in ("lost", "duplicated", "reordered", "sent"):
                 row[key] = sum(cell(run, key) for run in runs)
             row["errors"] = [e for run in runs for e in cell(run, "errors")][:3]
@@ -557,23 +626,34 @@ def render(summary: dict, micro: list[dict], meta: dict) -> str:
                "(other work on the machine shows up as noise, most at 50 and 100 sessions).")
     out.append("")
     out.append(f"Run: `make bench` (all benches) or `.venv/bin/python bench/relay.py` (this one; `--help` for options). "
-               f"Needs PostgreSQL and Redis on loopback (`make services`); about {meta['minutes']:.0f} minutes.")
+               f"Needs PostgreSQL and Redis on loopback (`make services`); about {meta['minutes']:.0f} minutes. "
+               f"These figures: `{('bench/relay.py ' + meta['arguments']).strip()}`.")
+    extra = sorted(set(meta["servers"]) & set(NOT_REQUIRED))
+    if extra:
+        out.append("")
+        out.append(f"{', '.join(extra)}: measured to choose the server, not in requirements.txt; installed beside it "
+                   f"for this run ({', '.join(NOT_REQUIRED[name] for name in extra)}).")
     out.append("")
     out.append("Each event is one 100 ms PCM16 24 kHz append (4,800 bytes, "
                f"{len(frame('t', 0))} bytes of JSON), echoed back by `bench/echo_upstream.py`. "
                "*direct*: client to the echo upstream; *minimal*: `bench/minimal_relay.py` (websockets, no parsing); "
-               "*gateway-daphne* / *gateway-uvicorn*: Switchboard's `project.asgi:application` with API-key auth, "
-               "a custom agent, metering and limits. Latency: closed loop, one append in flight per session. "
-               f"Throughput: {meta['window']} appends in flight per session, round trips per second. Lost / dup / reord: "
-               "sequence numbers checked over every append of every run.")
+               "*gateway-daphne* / *gateway-uvicorn* (and any other `--servers`): Switchboard's `project.asgi:application` with API-key auth, "
+               "a custom agent, metering and limits, one process of that ASGI server (*daphne*: as `make run` "
+               "serves; *uvicorn*: the production command of README.md, uvloop + httptools + websockets-sansio). "
+               "Latency: closed loop, one append in flight per session. "
+               f"Throughput: {meta['window']} appends in flight per session, round trips per second. "
+               "Relay CPU: CPU time of the relay process per relayed round trip during the throughput phase. "
+               "Lost / dup / reord: sequence numbers checked over every append of every run.")
     out.append("")
-    out.append("| sessions | target | p50 ms | p95 ms | added p50 vs direct ms | events/s | × minimal | lost | dup | reord |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| sessions | target | p50 ms | p95 ms | added p50 vs direct ms | events/s | × minimal | "
+               "relay CPU µs/event | lost | dup | reord |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for level, rows in summary["levels"].items():
         for name, row in rows.items():
             out.append(f"| {level} | {name} | {num(row['p50_ms'], '{:.3f}')} | {num(row['p95_ms'], '{:.3f}')} | "
                        f"{num(row['added_p50_ms_vs_direct'], '{:+.3f}')} | {num(row['events_per_s'], '{:,.0f}')} | "
-                       f"{num(row['throughput_vs_minimal'])} | {row['lost']} | {row['duplicated']} | {row['reordered']} |")
+                       f"{num(row['throughput_vs_minimal'])} | {num(row.get('relay_cpu_us_per_event'), '{:.1f}')} | "
+                       f"{row['lost']} | {row['duplicated']} | {row['reordered']} |")
     out.append("")
     out.append(f"Memory per idle session ({meta['idle_sessions']} idle sessions on a fresh process, RSS minus baseline):")
     out.append("")
@@ -621,7 +701,8 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 50, 100])
     parser.add_argument("--servers", type=lambda s: s.split(","), default=["daphne", "uvicorn"],
-                        help="ASGI servers to run the gateway under (daphne, uvicorn); empty: no gateway")
+                        help="ASGI servers to run the gateway under (daphne, uvicorn, uvicorn-websockets, "
+                             "uvicorn-wsproto, granian, hypercorn); empty: no gateway")
     parser.add_argument("--latency-events", type=int, default=1000, help="round trips per level and target")
     parser.add_argument("--throughput-events", type=int, default=5000, help="appends per level and target")
     parser.add_argument("--window", type=int, default=8, help="appends in flight per session (throughput)")
@@ -634,7 +715,7 @@ def parse_args(argv=None):
                         help="Redis for the gateway ('' for the embedded in-memory defaults)")
     args = parser.parse_args(argv)
     args.servers = [s for s in args.servers if s]
-    unknown = set(args.servers) - {"daphne", "uvicorn"}
+    unknown = set(args.servers) - set(server_commands(sys.executable))
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
     if args.quick:
@@ -659,7 +740,7 @@ def main(argv=None) -> int:
         servers, targets = start_run(args, raw_key, agent_pk, logs, args.servers)
         try:
             print(f"run {number}/{args.runs}: {', '.join(t.name for t in targets)}", flush=True)
-            runs.append(asyncio.run(one_run(targets, args)))
+            runs.append(asyncio.run(one_run(targets, args, number)))
         finally:
             for server in servers:
                 server.stop()
@@ -669,6 +750,8 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "runs": args.runs,
+        "servers": args.servers,
+        "arguments": " ".join(sys.argv[1:] if argv is None else argv),
         "window": args.window,
         "idle_sessions": args.idle_sessions,
         "minutes": (time.monotonic() - began) / 60,

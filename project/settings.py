@@ -249,6 +249,10 @@ REALTIME_RESUME_SECONDS = env_int("REALTIME_RESUME_SECONDS", 120, minimum=0)
 REALTIME_BUFFER_MAX_EVENTS = env_int("REALTIME_BUFFER_MAX_EVENTS", 2000, minimum=1)
 # Client events waiting for a slow upstream; beyond this the session ends with client_too_fast.
 REALTIME_UPSTREAM_QUEUE_EVENTS = env_int("REALTIME_UPSTREAM_QUEUE_EVENTS", 256, minimum=1)
+# Data on its way to a client that reads too slowly; beyond this the session ends with client_too_slow.
+# 4 MiB is about a minute of PCM16 24 kHz output audio as base64 JSON (64 KB/s), so a normal burst of
+# faster-than-real-time audio fits.
+REALTIME_CLIENT_BUFFER_BYTES = env_int("REALTIME_CLIENT_BUFFER_BYTES", 4 * 1024 * 1024, minimum=64 * 1024)
 # Fallback re-check of key revocation (the channel-layer notice is at-most-once).
 REALTIME_KEY_RECHECK_SECONDS = env_float("REALTIME_KEY_RECHECK_SECONDS", 5.0, minimum=0.5)
 REALTIME_METER_FLUSH_SECONDS = env_float("REALTIME_METER_FLUSH_SECONDS", 5.0, minimum=0.1)

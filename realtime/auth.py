@@ -156,16 +156,34 @@ async def _credential_authenticate(scope) -> ConnectionAuth:
     )
 
 
+_KEY_STATE = ("pk", "revoked_at", "expires_at", "rotation_grace_ends_at")
+
+
+def _row_is_active(row: dict | None, now) -> bool:
+    if row is None or row["revoked_at"] is not None:
+        return False
+    return all(limit is None or limit > now for limit in (row["expires_at"], row["rotation_grace_ends_at"]))
+
+
 def _api_key_is_active(api_key_pk: str) -> bool:
     from accounts.models import ApiKey
 
-    row = ApiKey.objects.filter(pk=api_key_pk).values("revoked_at", "expires_at", "rotation_grace_ends_at").first()
-    if row is None or row["revoked_at"] is not None:
-        return False
-    now = timezone.now()
-    return all(limit is None or limit > now for limit in (row["expires_at"], row["rotation_grace_ends_at"]))
+    return _row_is_active(ApiKey.objects.filter(pk=api_key_pk).values(*_KEY_STATE).first(), timezone.now())
 
 
 async def api_key_is_active(*, api_key_pk: str) -> bool:
     """Whether a session's key may still be used (the periodic re-check behind revocation notices)."""
     return await database_sync_to_async(_api_key_is_active)(api_key_pk)
+
+
+def _api_keys_inactive(api_key_pks: list[str]) -> list[str]:
+    from accounts.models import ApiKey
+
+    now = timezone.now()
+    rows = {str(row["pk"]): row for row in ApiKey.objects.filter(pk__in=api_key_pks).values(*_KEY_STATE)}
+    return [pk for pk in api_key_pks if not _row_is_active(rows.get(str(pk)), now)]
+
+
+async def api_keys_inactive(*, api_key_pks: list[str]) -> list[str]:
+    """Those of ``api_key_pks`` that may no longer be used (revoked, expired, deleted), in one query."""
+    return await database_sync_to_async(_api_keys_inactive)(api_key_pks)

@@ -33,10 +33,12 @@ class ResumeBuffer:
     __slots__ = ("events", "max_events")
 
     def __init__(self, *, max_events: int):
-        self.events: deque[str] = deque()
+        self.events: deque[str] | None = None  # made on first use: most sessions never need one
         self.max_events = max_events
 
     def append(self, text: str) -> None:
+        if self.events is None:
+            self.events = deque()
         if len(self.events) >= self.max_events:
             raise BufferOverflow(f"more than {self.max_events} events buffered")
         self.events.append(text)
@@ -45,7 +47,7 @@ class ResumeBuffer:
         return self.events.popleft()
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.events) if self.events is not None else 0
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,13 @@ one writer task through a bounded queue. While no client is attached (a dropped 
 resume window) upstream events go to a bounded ResumeBuffer that ``attach`` replays first.
 
 Back-pressure: the client-to-upstream queue is bounded (REALTIME_UPSTREAM_QUEUE_EVENTS), so a client
-outrunning its upstream ends with ``client_too_fast`` instead of growing memory. Towards the client,
-daphne's ``send()`` hands the frame to Twisted's transport and does not wait for the socket, so the
-gateway cannot observe a slow reader there; what it bounds is the resume buffer (REALTIME_BUFFER_MAX_EVENTS).
+outrunning its upstream ends with ``client_too_fast`` instead of growing memory. Towards the client, a
+link's ``deliver`` raises ClientTooSlow once the client's undelivered data passes its bound (the
+realtime dialect's ClientOutbox, REALTIME_CLIENT_BUFFER_BYTES); the session then ends with
+``client_too_slow``. While no client is attached, the resume buffer is bounded (REALTIME_BUFFER_MAX_EVENTS).
+
+Revocation: each session registers its key with the process's watcher (realtime/revocation.py), which
+closes it with ``key_revoked`` on the channel-layer notice or on its periodic re-check.
 """
 from __future__ import annotations
 
@@ -28,10 +32,13 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
 from realtime import buffer, limits, upstream
-from realtime.auth import ConnectionAuth, api_key_is_active
+from realtime.auth import ConnectionAuth
 from realtime.budgets import budget_watch
+from realtime.client_outbox import ClientTooSlow
+from realtime.fifo import Fifo
 from realtime.limits import GatewayError
 from realtime.metering import SessionMeter, audio_bytes_per_second, session_audio_formats
+from realtime.revocation import KeyWatch, key_watch
 from realtime.session_records import session_record_end, session_record_project, session_record_start
 
 logger = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ WATCHDOG_TICK = 0.5
 
 
 class ClientLink(Protocol):
-    async def deliver(self, text: str) -> None: ...
+    async def deliver(self, text: str, *, bounded: bool = True) -> None: ...
     async def report(self, error: GatewayError) -> None: ...
     async def end(self, *, code: int, reason: str) -> None: ...
 
@@ -83,14 +90,14 @@ class GatewaySession:
         self.opened = False
         self.closed = False
         self.close_reason = ""
-        self.deployment = None
         self._upstream = None
-        self._to_upstream: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.REALTIME_UPSTREAM_QUEUE_EVENTS)
+        self._to_upstream: Fifo[str] = Fifo()
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
         self._record_id: int | None = None
         self._owner_claimed = False
         self._meter: SessionMeter | None = None
+        self._key_watch: KeyWatch | None = None
         self._swallow_config_reply = False
         self._in_bps = self._out_bps = audio_bytes_per_second(None)
         now = time.monotonic()
@@ -133,11 +140,12 @@ class GatewaySession:
                 )
                 return deployment, credential, record.pk
 
-            self.deployment, credential, self._record_id = await database_sync_to_async(resolve)()
-            if self.deployment is None:
+            # The deployment is not kept: an idle session's memory is a goal (bench/README.md, "Relay").
+            deployment, credential, self._record_id = await database_sync_to_async(resolve)()
+            if deployment is None:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
-            agent = self.deployment.agent
+            agent = deployment.agent
             target = upstream.upstream_target(
                 agent=agent, credential=credential, session_id=self.session_id, server=server
             )
@@ -161,16 +169,21 @@ class GatewaySession:
         config = upstream.agent_session_config(agent=agent, overrides=self.auth.session_config)
         if config is not None:
             # Applied before any client event; its session.updated reply is the gateway's, not the client's.
-            self._to_upstream.put_nowait(upstream.session_update_event(config))
+            self._to_upstream.put(upstream.session_update_event(config))
             self._swallow_config_reply = True
             self._note_formats(config)
+        # Flushed by the watchdog rather than by a task of its own (SessionMeter.start): one task less
+        # per session (memory per idle session, bench/README.md "Relay").
         self._meter = SessionMeter(key=self.auth, session_id=self.session_id, dialect=self.dialect)
-        self._meter.start()
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(budget_watch(auth=self.auth, warn=self._budget_warn, close=self._budget_close), "budget-watch")
+        self._key_watch = key_watch(api_key_pk=self.auth.pk, on_revoked=self._key_revoked)
         self.opened = True
+
+    def _key_revoked(self) -> None:
+        self.close_soon(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
 
     async def _budget_warn(self, error: GatewayError) -> None:
         link = self.link
@@ -206,7 +219,8 @@ class GatewaySession:
                                                limits.CLOSE_REPLACED))
             await previous.end(code=limits.CLOSE_REPLACED, reason="session_replaced")
         while len(self._buffer):
-            await link.deliver(self._buffer.popleft())
+            # Not bounded by the link's limit: the resume buffer bounded these already.
+            await link.deliver(self._buffer.popleft(), bounded=False)
         # No await between the emptiness check above and this line, so nothing can slip in between.
         self.link = link
         self._detached_at = None
@@ -247,10 +261,10 @@ class GatewaySession:
                 self._meter.add_audio("audio_in_seconds", audio, self._in_bps)
         elif kind == "session.update" and isinstance(event.get("session"), dict):
             self._note_formats(event["session"])
-        try:
-            self._to_upstream.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self._to_upstream) >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
+            return
+        self._to_upstream.put(text)
 
     def meter_add(self, metric: str, quantity) -> None:
         """Usage a dialect counts itself (e.g. conversation messages), on this session's meter."""
@@ -281,27 +295,39 @@ class GatewaySession:
             self._swallow_config_reply = False  # the agent config was refused: the client sees why
         return True
 
+    def _from_upstream(self, message) -> str | None:
+        """Meter one upstream message: the text to relay, or None if it must not reach the client."""
+        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        try:
+            event = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind is not None and not self._meter_upstream(kind, event):
+            return None
+        return text
+
     async def _read_upstream(self) -> None:
-        ws = self._upstream
+        recv = self._upstream.recv
         try:
             while True:
-                message = await ws.recv()
-                try:
-                    event = orjson.loads(message)
-                    kind = event.get("type") if isinstance(event, dict) else None
-                except orjson.JSONDecodeError:
-                    event, kind = None, None
-                if kind is not None and not self._meter_upstream(kind, event):
+                text = self._from_upstream(await recv())
+                if text is None:
                     continue
                 link = self.link
                 if link is not None:
-                    await link.deliver(message if isinstance(message, str) else message.decode("utf-8", "replace"))
+                    try:
+                        await link.deliver(text)
+                    except ClientTooSlow:
+                        await self.close(reason=limits.CLIENT_TOO_SLOW.code, error=limits.CLIENT_TOO_SLOW)
+                        return
                 else:
                     try:
-                        self._buffer.append(message if isinstance(message, str) else message.decode("utf-8", "replace"))
+                        self._buffer.append(text)
                     except buffer.BufferOverflow:
                         await self.close(reason="resume_buffer_overflow")
                         return
+                text = None  # an idle session must not keep its last event (often 6 KB of audio) alive
         except ConnectionClosed as exc:
             if not self.closed:
                 rcvd = exc.rcvd
@@ -311,18 +337,20 @@ class GatewaySession:
                 await self.close(reason="upstream_closed", error=error)
 
     async def _write_upstream(self) -> None:
-        ws = self._upstream
+        send, get = self._upstream.send, self._to_upstream.get
         try:
             while True:
-                await ws.send(await self._to_upstream.get())
+                await send(await get())
         except ConnectionClosed:
             pass  # the reader reports the close
 
     async def _watchdog(self) -> None:
-        """Session duration, idle timeout, the resume window, and the lease refreshes."""
-        next_key_check = next_lease = time.monotonic()
+        """Session duration, idle timeout, the resume window, the usage flushes and the lease refreshes."""
+        next_lease = time.monotonic()
+        next_flush = next_lease + settings.REALTIME_METER_FLUSH_SECONDS
+        tick = min(WATCHDOG_TICK, settings.REALTIME_METER_FLUSH_SECONDS)
         while True:
-            await asyncio.sleep(WATCHDOG_TICK)
+            await asyncio.sleep(tick)
             now = time.monotonic()
             if now >= self._deadline:
                 return await self.close(reason=limits.SESSION_TOO_LONG.code, error=limits.SESSION_TOO_LONG)
@@ -331,15 +359,12 @@ class GatewaySession:
                     return await self.close(reason="resume_window_expired")
             elif now - self._last_client_event >= settings.REALTIME_IDLE_TIMEOUT_SECONDS:
                 return await self.close(reason=limits.IDLE_TIMEOUT.code, error=limits.IDLE_TIMEOUT)
-            if now >= next_key_check:
-                next_key_check = now + settings.REALTIME_KEY_RECHECK_SECONDS
+            if now >= next_flush:
+                next_flush = now + settings.REALTIME_METER_FLUSH_SECONDS
                 try:
-                    active = await api_key_is_active(api_key_pk=self.auth.pk)
-                except Exception:
-                    logger.exception("key re-check failed for session %s", self.session_id)
-                    active = True
-                if not active:
-                    return await self.close(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
+                    await self._meter.flush()
+                except Exception:  # the database may be briefly away; the batch is retried with its key
+                    logger.exception("usage flush failed for session %s; will retry", self.session_id)
             if now >= next_lease:
                 next_lease = now + buffer.OWNER_TTL_SECONDS / 3
                 try:
@@ -395,6 +420,9 @@ class GatewaySession:
 
     async def _release(self, *, reason: str) -> None:
         self.closed = True
+        if self._key_watch is not None:
+            self._key_watch.cancel()
+            self._key_watch = None
         if _sessions.get(self.session_id) is self:
             del _sessions[self.session_id]
         steps = [lambda: limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)]

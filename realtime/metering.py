@@ -134,6 +134,9 @@ class SessionMeter:
         self.session_id = session_id
         self.dialect = dialect
         self._pending: dict[str, Decimal] = {}
+        # Audio bytes per (metric, bytes per second), exact integers: converted to seconds at flush,
+        # not with a Decimal division per audio frame.
+        self._audio_bytes: dict[tuple[str, int], int] = {}
         self._batch: _Batch | None = None  # being written or retried
         # Per metric, the cost below one micro-unit not yet charged (accounts.billing.prices).
         self._remainders: dict[str, int] = {}
@@ -148,7 +151,13 @@ class SessionMeter:
             self._pending[metric] = self._pending.get(metric, Decimal(0)) + Decimal(quantity)
 
     def add_audio(self, metric: str, b64_audio: str, bytes_per_second: int) -> None:
-        self.add(metric, Decimal(base64_decoded_length(b64_audio)) / Decimal(bytes_per_second))
+        key = (metric, bytes_per_second)
+        self._audio_bytes[key] = self._audio_bytes.get(key, 0) + base64_decoded_length(b64_audio)
+
+    def _audio_to_seconds(self) -> None:
+        audio, self._audio_bytes = self._audio_bytes, {}
+        for (metric, bytes_per_second), count in audio.items():
+            self.add(metric, Decimal(count) / Decimal(bytes_per_second))
 
     def _account_session_time(self) -> None:
         if not self.count_session_time:
@@ -172,6 +181,7 @@ class SessionMeter:
         async with self._lock:
             if not self._closed:
                 self._account_session_time()
+            self._audio_to_seconds()
             if self._batch is None:
                 amounts = {metric: _quantize(metric, q) for metric, q in self._pending.items()}
                 amounts = {metric: q for metric, q in amounts.items() if q}

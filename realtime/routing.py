@@ -2,14 +2,14 @@
 from django.urls import path
 
 from realtime.consumers.conversation import ConversationConsumer
-from realtime.consumers.realtime import RealtimeConsumer, RealtimeSessionConsumer
+from realtime.consumers.realtime import realtime_application
 from realtime.consumers.tasks import TasksConsumer
 from realtime.local_agent.routing import websocket_urlpatterns as local_agent_patterns
 
 websocket_urlpatterns = [
     *local_agent_patterns,
-    path("api/v1/realtime/session", RealtimeSessionConsumer.as_asgi()),
-    path("v1/realtime", RealtimeConsumer.as_asgi()),
+    path("api/v1/realtime/session", realtime_application(session_endpoint=True)),
+    path("v1/realtime", realtime_application(session_endpoint=False)),
     path("v1/conversation", ConversationConsumer.as_asgi()),
     # Exact matches (path() routes are endpoints), so the tasks dialect never shadows v1/<dialect>.
     path("v1/", TasksConsumer.as_asgi()),

@@ -27,9 +27,8 @@ from realtime.conversation_store import (
 )
 from realtime.gateway import GatewaySession, SessionRefused, session_connect
 from realtime.limits import (
-    CLOSE_BAD_REQUEST, CLOSE_INTERNAL, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED, KEY_REVOKED, ClientGate, GatewayError,
+    CLOSE_BAD_REQUEST, CLOSE_INTERNAL, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED, ClientGate, GatewayError,
 )
-from realtime.notify import key_group
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +88,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             history = await database_sync_to_async(conversation_history)(conversation_pk=self.conversation.pk)
             for role, text in history:
                 await self.session.from_client(*_item_event(role, text))
-        group = key_group(auth.pk)
-        self.groups.append(group)
-        await self.channel_layer.group_add(group, self.channel_name)
         await self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
         self.worker = asyncio.create_task(self._answer_requests(), name=f"conversation:{self.conversation.conversation_id}")
         self.worker.add_done_callback(self._worker_done)
@@ -204,7 +200,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- ClientLink: upstream events in, ConversationResponses out ------------------------------------
 
-    async def deliver(self, text: str) -> None:
+    async def deliver(self, text: str, *, bounded: bool = True) -> None:
+        """(Answers are assembled here, not queued towards the client: ``bounded`` does not apply.)"""
         try:
             event = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -257,7 +254,3 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.session is not None:
             # Not resumable (the conversation is in the database): the upstream session ends now.
             await self.session.detach(self, close_code=code)
-
-    async def key_revoked(self, message):
-        if self.session is not None:
-            self.session.close_soon(reason=KEY_REVOKED.code, error=KEY_REVOKED)

@@ -3,19 +3,26 @@ its own ``error`` events ``{type: "error", event_id, error: {type, code, message
 
 Routes: ``/api/v1/realtime/session?key=<session-id>&protocol=realtime`` (resumable by ``key``) and
 ``/v1/realtime[?deployment=<deploymentKey>]`` (OpenAI style; a new session per connection).
+
+A plain ASGI application rather than a Channels consumer: this is the relay's hot path, and a
+consumer costs per client event a thread hop (``aclose_old_connections`` before every handler), an
+``asyncio.wait`` and a new task (``await_many_dispatch``), plus a channel-layer subscription per
+connection. Measured in bench/README.md ("Relay"); revocation notices reach sessions through
+realtime/revocation.py instead.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
 import orjson
-from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from realtime.auth import AuthFailed, accepted_subprotocol, connection_authenticate, scope_query
+from realtime.client_outbox import ClientOutbox
 from realtime.gateway import GatewaySession, SessionRefused, session_connect
-from realtime.limits import CLOSE_BAD_REQUEST, KEY_REVOKED, ClientGate, GatewayError
-from realtime.notify import key_group
+from realtime.limits import CLOSE_BAD_REQUEST, ClientGate, GatewayError
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 
@@ -41,17 +48,50 @@ def _bad_request(code: str, message: str, close: bool = False) -> GatewayError:
     return GatewayError(code, message, CLOSE_BAD_REQUEST if close else None)
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
-    """Parses, calls the gateway core, renders errors; nothing else."""
+class RealtimeConnection:
+    """One client connection. Parses, calls the gateway core, renders errors; nothing else.
+    It is the session's ClientLink: upstream events leave through a bounded ClientOutbox."""
 
-    session_endpoint = False  # True on /api/v1/realtime/session (session ``key`` required)
+    __slots__ = ("scope", "session_endpoint", "session", "gate", "outbox", "_main")
 
-    async def connect(self):
+    def __init__(self, scope, send, *, session_endpoint: bool):
+        self.scope = scope
+        self.session_endpoint = session_endpoint
         self.session: GatewaySession | None = None
         self.gate = ClientGate()
+        self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
+        self._main: asyncio.Task | None = None
+
+    async def run(self, receive) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        self._main = asyncio.current_task()
+        close_code = None
         # Accept first so a refusal can carry its reason (an error event and a close code); a refusal
         # before accepting is a bare HTTP 403 to the client.
-        await self.accept(accepted_subprotocol(self.scope))
+        await self.outbox.accept(accepted_subprotocol(self.scope), name=f"client-outbox:{id(self):x}")
+        try:
+            await self._open()
+            self.scope = None  # not needed once the session is open; an idle connection keeps less
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    await self._receive(message.get("text"))
+                    message = None  # an idle connection must not keep its last event alive
+                elif kind == "websocket.disconnect":
+                    close_code = message.get("code")
+                    break
+        except asyncio.CancelledError:
+            if not self.outbox.abandoned:
+                raise
+            asyncio.current_task().uncancel()  # our own: the client stopped reading (see _abandon)
+        finally:
+            await self.outbox.stop()
+            if self.session is not None:
+                await self.session.detach(self, close_code=close_code)
+
+    async def _open(self) -> None:
         query = scope_query(self.scope)
         session_id = None
         try:
@@ -72,25 +112,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
-            await self.close(code=exc.error.close_code, reason=exc.error.code)
-            return
-        group = key_group(auth.pk)
-        self.groups.append(group)
-        await self.channel_layer.group_add(group, self.channel_name)
+            await self.end(code=exc.error.close_code, reason=exc.error.code)
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def _receive(self, text: str | None) -> None:
         session = self.session
         if session is None or session.closed:
             return
-        if text_data is None:
+        if text is None:
             await self.report(_bad_request("binary_not_supported", "Send events as JSON text frames."))
             return
-        refusal = self.gate.check(text_data)
+        refusal = self.gate.check(text)
         if refusal is not None:
             await self.report(refusal)
             return
         try:
-            event = orjson.loads(text_data)
+            event = orjson.loads(text)
         except orjson.JSONDecodeError:
             await self.report(_bad_request("invalid_json", "The event is not valid JSON; it was not relayed."))
             return
@@ -105,29 +141,31 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 client_event_id=event_id if isinstance(event_id, str) else None, param="type",
             )
             return
-        await session.from_client(text_data, event)
+        await session.from_client(text, event)
 
-    async def disconnect(self, code):
-        if self.session is not None:
-            await self.session.detach(self, close_code=code)
-
-    async def key_revoked(self, message):
-        """Channel-layer notice from api_key_revoke (at-most-once; the session also re-checks)."""
-        if self.session is not None:
-            self.session.close_soon(reason=KEY_REVOKED.code, error=KEY_REVOKED)
+    def _abandon(self) -> None:
+        """The client took neither its last frames nor the close within the grace period."""
+        if self._main is not None:
+            self._main.cancel()
 
     # --- ClientLink ---------------------------------------------------------------------------------
 
-    async def deliver(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+    async def deliver(self, text: str, *, bounded: bool = True) -> None:
+        self.outbox.push(text, bounded=bounded)  # raises ClientTooSlow past REALTIME_CLIENT_BUFFER_BYTES
 
     async def report(self, error: GatewayError, *, client_event_id: str | None = None, param: str | None = None):
-        await self.base_send({"type": "websocket.send", "text": error_event(error, client_event_id=client_event_id,
-                                                                             param=param)})
+        self.outbox.push(error_event(error, client_event_id=client_event_id, param=param), bounded=False)
 
     async def end(self, *, code: int, reason: str) -> None:
-        await self.close(code=code, reason=reason)
+        self.outbox.close(code=code, reason=reason)
 
 
-class RealtimeSessionConsumer(RealtimeConsumer):
-    session_endpoint = True
+def realtime_application(*, session_endpoint: bool):
+    """The ASGI application of one realtime route."""
+
+    async def application(scope, receive, send):
+        connection = RealtimeConnection(scope, send, session_endpoint=session_endpoint)
+        del scope  # the connection lets go of it once the session is open
+        await connection.run(receive)
+
+    return application
