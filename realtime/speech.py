@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import heapq
 import itertools
 import multiprocessing
 import queue
@@ -21,7 +22,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import webrtcvad
@@ -113,8 +114,8 @@ class VoiceActivityDetector:
 
 # --- Speech to text --------------------------------------------------------------------------------
 # pocketsphinx holds the GIL while it decodes, so recognition runs in worker processes, not threads:
-# SPEECH_WORKERS single-process executors. A streaming ``Listener`` lives in one worker (its state is
-# there) and each worker runs its jobs in submission order, so a session's chunks stay in order.
+# SPEECH_WORKERS of them (``RecognitionWorker``). A streaming ``Listener`` lives in one worker (its state
+# is there) and waits for each job before sending the next, so a session's chunks stay in order.
 
 # Decoder settings, chosen by measurement: bench/local_agent.py reports their real-time factor and word
 # accuracy on eSpeak-spoken sentences next to pocketsphinx's defaults.
@@ -295,25 +296,81 @@ def _worker_warm_up() -> None:
         _decoders[False].put(new_decoder())
 
 
-_workers: list[ProcessPoolExecutor] = []
-_next_worker = itertools.count()
+class RecognitionWorker:
+    """One recognition process and the jobs waiting for it. The process gets one job at a time and
+    end-of-turn jobs go first: a user who stopped talking is waiting for the transcript, while a chunk
+    of another session's speech can wait the few milliseconds that takes (with a plain FIFO, the end
+    of a turn waited behind a chunk of every other session on the worker)."""
+
+    def __init__(self, context):
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_warm_up)
+        self._lock = threading.Lock()
+        self._waiting: list = []  # heap of (priority, order, fn, args, future)
+        self._order = itertools.count()
+        self._busy = False
+        self.listeners = 0  # open Listeners on this worker (guarded by _pool_lock)
+
+    def submit(self, fn: Callable, *args, urgent: bool = False) -> Future:
+        future: Future = Future()
+        with self._lock:
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), fn, args, future))
+        self._next()
+        return future
+
+    def _next(self) -> None:
+        with self._lock:
+            if self._busy:
+                return
+            while self._waiting:
+                *_, fn, args, future = heapq.heappop(self._waiting)
+                if future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                    self._busy = True
+                    break
+            else:
+                return
+        try:
+            job = self._executor.submit(fn, *args)
+        except RuntimeError as exc:  # the executor is shutting down with the process
+            self._done(future, None, exc)
+            return
+        job.add_done_callback(functools.partial(self._done, future))
+
+    def _done(self, future: Future, job: Future | None, failure: BaseException | None = None) -> None:
+        with self._lock:
+            self._busy = False
+        if job is not None and job.cancelled():
+            failure = CancelledError()
+        elif job is not None:
+            failure = job.exception()
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(job.result())
+        self._next()
 
 
-def recognition_workers() -> list[ProcessPoolExecutor]:
+_workers: list[RecognitionWorker] = []
+
+
+def recognition_workers() -> list[RecognitionWorker]:
     with _pool_lock:
         if not _workers:
             from django.conf import settings
 
             # spawn, not fork: the parent runs threads (the event loop, the TTS pool).
             context = multiprocessing.get_context("spawn")
-            for _ in range(settings.SPEECH_WORKERS):
-                _workers.append(ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_warm_up))
+            _workers.extend(RecognitionWorker(context) for _ in range(settings.SPEECH_WORKERS))
         return _workers
 
 
-def _pick_worker() -> ProcessPoolExecutor:
+def _least_loaded_worker(*, claim: bool) -> RecognitionWorker:
+    """The worker with the fewest open listeners (``claim``: count one more on it). Sessions come and
+    go; taking turns instead would let long-lived ones pile up on one worker while another idles."""
     workers = recognition_workers()
-    return workers[next(_next_worker) % len(workers)]
+    with _pool_lock:
+        worker = min(workers, key=lambda candidate: candidate.listeners)
+        worker.listeners += claim
+        return worker
 
 
 class Listener:
@@ -322,7 +379,7 @@ class Listener:
     def __init__(self, *, fmt: str, turn_detection: dict | None, silence_duration_ms: int = 500):
         self.id = uuid.uuid4().hex
         self.fmt = fmt
-        self._worker = _pick_worker()
+        self._worker = _least_loaded_worker(claim=True)
         self._worker.submit(_worker_open, self.id, fmt, turn_detection, silence_duration_ms)
         self._closed = False
 
@@ -331,20 +388,31 @@ class Listener:
 
     async def finish(self) -> str:
         """End the utterance in progress and return its transcript ("" if none)."""
-        return await asyncio.wrap_future(self._worker.submit(_worker_finish, self.id))
+        return await asyncio.wrap_future(self._worker.submit(_worker_finish, self.id, urgent=True))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
-                self._worker.submit(_worker_close, self.id)
-            except RuntimeError:  # the executor is already shutting down with the process
-                pass
+            with _pool_lock:
+                self._worker.listeners -= 1
+            self._worker.submit(_worker_close, self.id)
 
 
 async def transcribe(pcm16: bytes, sample_rate: int) -> str:
     """``speech_to_text`` in a recognition worker."""
-    return await asyncio.wrap_future(_pick_worker().submit(speech_to_text, pcm16, sample_rate))
+    worker = _least_loaded_worker(claim=False)
+    return await asyncio.wrap_future(worker.submit(speech_to_text, pcm16, sample_rate))
+
+
+def _input_to_text(native: bytes, fmt: str) -> str:
+    return speech_to_text(audio.to_pcm16(native, fmt), audio.format_rate(fmt))
+
+
+async def transcribe_input(native: bytes, fmt: str) -> str:
+    """Transcribe a committed turn in a protocol input format, as an end-of-turn job (decoded in the
+    worker too: a full 15 MiB G.711 buffer takes ~0.1 s to decode, too long for the event loop)."""
+    worker = _least_loaded_worker(claim=False)
+    return await asyncio.wrap_future(worker.submit(_input_to_text, native, fmt, urgent=True))
 
 
 _warmed = False

@@ -47,6 +47,13 @@ def test_the_vocabulary_is_the_most_probable_words_with_all_their_pronunciations
     assert all(len(entry.split()) >= 2 for entry in entries)  # a word and its phones
 
 
+async def test_a_g711_buffer_is_transcribed_in_a_worker():
+    pcm = speech.text_to_speech("what is the weather in paris", sample_rate=8000, voice="sage")
+    transcript = await asyncio.wait_for(speech.transcribe_input(audio.pcm16_to_ulaw(b"\0" * 4000 + pcm + b"\0" * 8000),
+                                                                audio.PCMU), 60)
+    assert len(transcript.split()) >= 3, transcript
+
+
 def test_vad_finds_start_and_end_of_speech():
     pcm = speech.text_to_speech("hello there, how are you today", sample_rate=16000)
     vad = speech.VoiceActivityDetector(silence_duration_ms=500, prefix_padding_ms=0)
