@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import heapq
 import itertools
 import multiprocessing
 import queue
 import re
+import tempfile
 import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import webrtcvad
@@ -112,36 +114,92 @@ class VoiceActivityDetector:
 
 # --- Speech to text --------------------------------------------------------------------------------
 # pocketsphinx holds the GIL while it decodes, so recognition runs in worker processes, not threads:
-# SPEECH_WORKERS single-process executors. A streaming ``Listener`` lives in one worker (its state is
-# there) and each worker runs its jobs in submission order, so a session's chunks stay in order.
+# SPEECH_WORKERS of them (``RecognitionWorker``). A streaming ``Listener`` lives in one worker (its state
+# is there) and waits for each job before sending the next, so a session's chunks stay in order.
 
-# Free decoders by band: narrowband (8 kHz telephone audio) and wideband need different calibration.
-_decoders: dict[bool, queue.SimpleQueue] = {False: queue.SimpleQueue(), True: queue.SimpleQueue()}
+# Decoder settings, chosen by measurement: bench/local_agent.py reports their real-time factor and word
+# accuracy on eSpeak-spoken sentences next to pocketsphinx's defaults.
+# - No second (fwdflat) pass: it costs ~70 ms after the user stops talking and gained no words.
+# - Word beam 1e-25 (default 7e-29): less search for the same words. Tighter HMM beams (1e-45),
+#   fewer Gaussians (-topn 2, 3), frame downsampling (-ds 2) or a cap on active HMMs (-maxhmmpf 3000)
+#   lost words: the cap turned "weather" into "letter" in the tests' sentence.
+# - A vocabulary of the language model's 20,000 most probable words (98.8% of its unigram mass) instead
+#   of all 134,000 dictionary entries: the search tree shrinks, which takes 40% off the CPU, and rare
+#   words no longer displace common ones (word accuracy rose a little, wideband and G.711).
+DECODER_OPTIONS = {"fwdflat": False, "beam": 1e-50, "pbeam": 1e-50, "wbeam": 1e-25}
+VOCABULARY_WORDS = 20_000
 _CALIBRATION = "Hello. The quick brown fox jumps over the lazy dog. How are you today?"
+_ALTERNATE_PRONUNCIATION = re.compile(r"\(\d+\)$")
+
+# Per process: free decoders by band (narrowband is 8 kHz telephone audio), the language model they
+# share (read-only; one copy instead of ~35 MB per decoder), and each band's calibrated cepstral mean.
+_decoders: dict[bool, queue.SimpleQueue] = {False: queue.SimpleQueue(), True: queue.SimpleQueue()}
+_decoder_lock = threading.Lock()
+_language_model = None
+_cepstral_means: dict[bool, str] = {}
 
 
-def _new_decoder(narrowband: bool):
+def _shared_language_model():
+    global _language_model
+    if _language_model is None:
+        from pocketsphinx import Config, LogMath, NGramModel
+
+        config = Config()  # the shipped English model's paths
+        _language_model = NGramModel(config, LogMath(), config["lm"])
+    return _language_model
+
+
+@functools.cache
+def vocabulary_dictionary(words: int) -> str:
+    """The shipped pronunciation dictionary's entries (all pronunciations) for the ``words`` most
+    probable words of the shipped language model, as dictionary text."""
+    from pocketsphinx import Config
+
+    lm = _shared_language_model()
+    entries: dict[str, list[str]] = {}
+    with open(Config()["dict"], encoding="utf-8") as dictionary:
+        for line in dictionary:
+            if line.strip():
+                entries.setdefault(_ALTERNATE_PRONUNCIATION.sub("", line.split(" ", 1)[0]), []).append(line)
+    ranked = sorted(entries, key=lambda word: lm.prob([word]), reverse=True)[:words]
+    return "".join(line for word in ranked for line in entries[word])
+
+
+def new_decoder(*, narrowband: bool = False, options: dict | None = None, vocabulary: int | None = VOCABULARY_WORDS):
+    """A calibrated pocketsphinx decoder: ``options`` (default ``DECODER_OPTIONS``) over pocketsphinx's
+    defaults, and a vocabulary of the ``vocabulary`` most probable words (None: the whole dictionary)."""
     from pocketsphinx import Decoder
 
-    # loglevel FATAL: pocketsphinx otherwise writes pages of model info to stderr. No second
-    # (fwdflat) pass: it costs ~100 ms after the user stops talking and changed no words in our
-    # measurements. A word beam of 1e-25 (default 7e-29) cuts the CPU by about half with the same
-    # words on our test sentences; tightening the HMM beams too (1e-40) lost words.
-    decoder = Decoder(samprate=STT_RATE, loglevel="FATAL", fwdflat=False, beam=1e-50, wbeam=1e-25, pbeam=1e-50)
-    # Live cepstral mean normalisation starts from a generic value and only adapts after an utterance,
-    # so a fresh decoder mishears its first one (and 8 kHz audio far more). One calibration utterance
-    # at the input's band, as a session's first seconds would do, fixes that.
-    rate = 8000 if narrowband else STT_RATE
-    calibration = audio.resample(text_to_speech(_CALIBRATION, sample_rate=rate), rate, STT_RATE)
-    decoder.start_utt()
-    decoder.process_raw(calibration, False, True)
-    decoder.end_utt()
+    options = DECODER_OPTIONS if options is None else options
+    with _decoder_lock, tempfile.NamedTemporaryFile("w", suffix=".dict", encoding="utf-8") as dictionary:
+        extra = {}
+        if vocabulary is not None:
+            dictionary.write(vocabulary_dictionary(vocabulary))
+            dictionary.flush()
+            extra["dict"] = dictionary.name  # read while the decoder loads
+        if narrowband in _cepstral_means:
+            extra["cmninit"] = _cepstral_means[narrowband]
+        # loglevel FATAL: pocketsphinx otherwise writes pages of model info to stderr.
+        decoder = Decoder(samprate=STT_RATE, loglevel="FATAL", lm=None, **options, **extra)
+        decoder.add_lm("ngram", _shared_language_model())
+        decoder.activate_search("ngram")
+        if narrowband not in _cepstral_means:
+            # Live cepstral mean normalisation starts from a generic value and only adapts after an
+            # utterance, so a fresh decoder mishears its first one (and 8 kHz audio far more). One
+            # calibration utterance at the input's band, as a session's first seconds would do, gives
+            # the mean every later decoder of this band starts from.
+            rate = 8000 if narrowband else STT_RATE
+            calibration = audio.resample(text_to_speech(_CALIBRATION, sample_rate=rate), rate, STT_RATE)
+            decoder.start_utt()
+            decoder.process_raw(calibration, False, True)
+            decoder.end_utt()
+            _cepstral_means[narrowband] = decoder.get_cmn(False)
     return decoder
 
 
 class Recognizer:
-    """One utterance of streaming recognition (in the calling process). Decoders take about a second
-    to load, so they are kept in a free list and reused; ``finish`` returns the decoder.
+    """One utterance of streaming recognition (in the calling process). Decoders take a tenth of a
+    second to load, so they are kept in a free list and reused; ``finish`` returns the decoder.
     ``narrowband``: the audio was sampled at 8 kHz (G.711) before resampling to 16 kHz."""
 
     def __init__(self, *, narrowband: bool = False):
@@ -149,7 +207,7 @@ class Recognizer:
         try:
             self._decoder = _decoders[narrowband].get_nowait()
         except queue.Empty:
-            self._decoder = _new_decoder(narrowband)
+            self._decoder = new_decoder(narrowband=narrowband)
         self._decoder.start_utt()
 
     def feed(self, pcm16_16k: bytes) -> None:
@@ -216,7 +274,7 @@ def _worker_open(listener_id: str, fmt: str, turn_detection: dict | None, silenc
     _listenings[listener_id] = _Listening(fmt, turn_detection, silence_duration_ms)
     narrowband = audio.format_rate(fmt) < STT_RATE
     if _decoders[narrowband].empty():
-        _decoders[narrowband].put(_new_decoder(narrowband))  # now, not when the user starts talking
+        _decoders[narrowband].put(new_decoder(narrowband=narrowband))  # now, not when the user starts talking
 
 
 def _worker_ingest(listener_id: str, native: bytes) -> list[VadEvent]:
@@ -235,28 +293,84 @@ def _worker_close(listener_id: str) -> None:
 
 def _worker_warm_up() -> None:
     if _decoders[False].empty():
-        _decoders[False].put(_new_decoder(False))
+        _decoders[False].put(new_decoder())
 
 
-_workers: list[ProcessPoolExecutor] = []
-_next_worker = itertools.count()
+class RecognitionWorker:
+    """One recognition process and the jobs waiting for it. The process gets one job at a time and
+    end-of-turn jobs go first: a user who stopped talking is waiting for the transcript, while a chunk
+    of another session's speech can wait the few milliseconds that takes (with a plain FIFO, the end
+    of a turn waited behind a chunk of every other session on the worker)."""
+
+    def __init__(self, context):
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_warm_up)
+        self._lock = threading.Lock()
+        self._waiting: list = []  # heap of (priority, order, fn, args, future)
+        self._order = itertools.count()
+        self._busy = False
+        self.listeners = 0  # open Listeners on this worker (guarded by _pool_lock)
+
+    def submit(self, fn: Callable, *args, urgent: bool = False) -> Future:
+        future: Future = Future()
+        with self._lock:
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), fn, args, future))
+        self._next()
+        return future
+
+    def _next(self) -> None:
+        with self._lock:
+            if self._busy:
+                return
+            while self._waiting:
+                *_, fn, args, future = heapq.heappop(self._waiting)
+                if future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                    self._busy = True
+                    break
+            else:
+                return
+        try:
+            job = self._executor.submit(fn, *args)
+        except RuntimeError as exc:  # the executor is shutting down with the process
+            self._done(future, None, exc)
+            return
+        job.add_done_callback(functools.partial(self._done, future))
+
+    def _done(self, future: Future, job: Future | None, failure: BaseException | None = None) -> None:
+        with self._lock:
+            self._busy = False
+        if job is not None and job.cancelled():
+            failure = CancelledError()
+        elif job is not None:
+            failure = job.exception()
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(job.result())
+        self._next()
 
 
-def recognition_workers() -> list[ProcessPoolExecutor]:
+_workers: list[RecognitionWorker] = []
+
+
+def recognition_workers() -> list[RecognitionWorker]:
     with _pool_lock:
         if not _workers:
             from django.conf import settings
 
             # spawn, not fork: the parent runs threads (the event loop, the TTS pool).
             context = multiprocessing.get_context("spawn")
-            for _ in range(settings.SPEECH_WORKERS):
-                _workers.append(ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_warm_up))
+            _workers.extend(RecognitionWorker(context) for _ in range(settings.SPEECH_WORKERS))
         return _workers
 
 
-def _pick_worker() -> ProcessPoolExecutor:
+def _least_loaded_worker(*, claim: bool) -> RecognitionWorker:
+    """The worker with the fewest open listeners (``claim``: count one more on it). Sessions come and
+    go; taking turns instead would let long-lived ones pile up on one worker while another idles."""
     workers = recognition_workers()
-    return workers[next(_next_worker) % len(workers)]
+    with _pool_lock:
+        worker = min(workers, key=lambda candidate: candidate.listeners)
+        worker.listeners += claim
+        return worker
 
 
 class Listener:
@@ -265,7 +379,7 @@ class Listener:
     def __init__(self, *, fmt: str, turn_detection: dict | None, silence_duration_ms: int = 500):
         self.id = uuid.uuid4().hex
         self.fmt = fmt
-        self._worker = _pick_worker()
+        self._worker = _least_loaded_worker(claim=True)
         self._worker.submit(_worker_open, self.id, fmt, turn_detection, silence_duration_ms)
         self._closed = False
 
@@ -274,28 +388,39 @@ class Listener:
 
     async def finish(self) -> str:
         """End the utterance in progress and return its transcript ("" if none)."""
-        return await asyncio.wrap_future(self._worker.submit(_worker_finish, self.id))
+        return await asyncio.wrap_future(self._worker.submit(_worker_finish, self.id, urgent=True))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
-                self._worker.submit(_worker_close, self.id)
-            except RuntimeError:  # the executor is already shutting down with the process
-                pass
+            with _pool_lock:
+                self._worker.listeners -= 1
+            self._worker.submit(_worker_close, self.id)
 
 
 async def transcribe(pcm16: bytes, sample_rate: int) -> str:
     """``speech_to_text`` in a recognition worker."""
-    return await asyncio.wrap_future(_pick_worker().submit(speech_to_text, pcm16, sample_rate))
+    worker = _least_loaded_worker(claim=False)
+    return await asyncio.wrap_future(worker.submit(speech_to_text, pcm16, sample_rate))
+
+
+def _input_to_text(native: bytes, fmt: str) -> str:
+    return speech_to_text(audio.to_pcm16(native, fmt), audio.format_rate(fmt))
+
+
+async def transcribe_input(native: bytes, fmt: str) -> str:
+    """Transcribe a committed turn in a protocol input format, as an end-of-turn job (decoded in the
+    worker too: a full 15 MiB G.711 buffer takes ~0.1 s to decode, too long for the event loop)."""
+    worker = _least_loaded_worker(claim=False)
+    return await asyncio.wrap_future(worker.submit(_input_to_text, native, fmt, urgent=True))
 
 
 _warmed = False
 
 
 async def warm_up() -> None:
-    """Once per process: start the recognition workers (each loads a decoder, about a second) and
-    eSpeak ahead of the first utterance."""
+    """Once per process: start the recognition workers (each prepares its vocabulary and a calibrated
+    decoder, under a second) and eSpeak ahead of the first utterance."""
     global _warmed
     if _warmed:
         return

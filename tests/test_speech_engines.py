@@ -1,5 +1,6 @@
 """Offline speech engines: eSpeak NG synthesis, pocketsphinx recognition, webrtcvad turn detection."""
 import asyncio
+import re
 
 import numpy as np
 import pytest
@@ -22,6 +23,35 @@ def test_speech_round_trip_hears_the_key_words():
     pcm = speech.text_to_speech("what is the weather in paris", sample_rate=16000, voice="sage")
     transcript = speech.speech_to_text(b"\0" * 6400 + pcm + b"\0" * 6400, 16000)
     assert "weather" in transcript and "paris" in transcript, transcript
+
+
+def test_every_new_decoder_hears_its_first_utterance():
+    # The first decoder of a band is calibrated on a spoken sentence; later ones start from its cepstral
+    # mean instead of decoding the calibration again, and must hear as well on their first utterance.
+    pcm = speech.text_to_speech("what is the weather in paris", sample_rate=16000, voice="sage")
+    padded = b"\0" * 6400 + pcm + b"\0" * 6400
+    for decoder in (speech.new_decoder(), speech.new_decoder()):
+        decoder.start_utt()
+        for offset in range(0, len(padded), 3200):
+            decoder.process_raw(padded[offset:offset + 3200], False, False)
+        decoder.end_utt()
+        assert {"weather", "paris"} <= set(decoder.hyp().hypstr.split()), decoder.hyp().hypstr
+
+
+def test_the_vocabulary_is_the_most_probable_words_with_all_their_pronunciations():
+    entries = speech.vocabulary_dictionary(speech.VOCABULARY_WORDS).splitlines()
+    words = {entry.split(" ", 1)[0] for entry in entries}
+    assert len({re.sub(r"\(\d+\)$", "", word) for word in words}) == speech.VOCABULARY_WORDS  # "the(2)" is "the"
+    assert {"weather", "london", "paris", "today", "time", "the", "the(2)"} <= words
+    assert not {"aardvark", "quixotic"} & words  # rare words are left out
+    assert all(len(entry.split()) >= 2 for entry in entries)  # a word and its phones
+
+
+async def test_a_g711_buffer_is_transcribed_in_a_worker():
+    pcm = speech.text_to_speech("what is the weather in paris", sample_rate=8000, voice="sage")
+    transcript = await asyncio.wait_for(speech.transcribe_input(audio.pcm16_to_ulaw(b"\0" * 4000 + pcm + b"\0" * 8000),
+                                                                audio.PCMU), 60)
+    assert len(transcript.split()) >= 3, transcript
 
 
 def test_vad_finds_start_and_end_of_speech():

@@ -253,8 +253,7 @@ class Session:
                        event_id=client_event_id)
             return
         item_id = self._speech_item_id or new_id("item")
-        pcm = audio.to_pcm16(bytes(self._buffer), fmt)
-        transcript = await speech.transcribe(pcm, audio.format_rate(fmt))
+        transcript = await speech.transcribe_input(bytes(self._buffer), fmt)
         self._commit(item_id, transcript, fmt)
         self._listen(fmt)  # the committed audio must not also end a turn later
 
