@@ -1,5 +1,5 @@
 """Monthly budgets at the gateway, for every dialect: ``budget_refusal`` when a connection
-authenticates (realtime.auth), ``budget_watch`` for the life of a session.
+authenticates (realtime.auth), ``BudgetGuard`` (or ``budget_watch``) for the life of a session.
 
 A key or project whose monthly budget is spent (accounts.billing.budgets) cannot open new sessions:
 ``budget_exceeded``, close code 4402. A live session finds out within BILLING_SPEND_CACHE_SECONDS:
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
@@ -54,25 +55,49 @@ async def budget_refusal(*, auth) -> GatewayError | None:
     return budget_error(scope) if scope else None
 
 
+class BudgetGuard:
+    """The budget rule for one live session, stepped by a loop the session already runs (the realtime
+    watchdog) or by ``budget_watch``: every BILLING_SPEND_CACHE_SECONDS, look; when the budget is spent,
+    ``warn``; REALTIME_BUDGET_GRACE_SECONDS later, ``close`` if it is still spent."""
+
+    __slots__ = ("auth", "due", "warned")
+
+    def __init__(self, *, auth):
+        self.auth = auth
+        self.due = time.monotonic() + settings.BILLING_SPEND_CACHE_SECONDS
+        self.warned = False
+
+    async def _scope(self) -> str | None:
+        try:
+            return await budget_scope_exceeded(auth=self.auth)
+        except Exception:  # the database may be briefly away: keep the session, look again next time
+            logger.exception("budget check failed for key %s", self.auth.key_id)
+            return None
+
+    async def step(self, now: float, *, warn: Callable[[GatewayError], Awaitable[None]],
+                   close: Callable[[GatewayError], Awaitable[None]]) -> bool:
+        """Look if due; True once ``close`` was called (the session is over)."""
+        if now < self.due:
+            return False
+        scope = await self._scope()
+        if scope is None:  # within budget, or raised during the grace period
+            self.warned = False
+            self.due = now + settings.BILLING_SPEND_CACHE_SECONDS
+            return False
+        if self.warned:
+            await close(budget_error(scope))
+            return True
+        self.warned = True
+        self.due = now + settings.REALTIME_BUDGET_GRACE_SECONDS
+        await warn(budget_warning(scope))
+        return False
+
+
 async def budget_watch(*, auth, warn: Callable[[GatewayError], Awaitable[None]],
                        close: Callable[[GatewayError], Awaitable[None]]) -> None:
-    """Run for a live session (as a named task): re-check every BILLING_SPEND_CACHE_SECONDS; when the
-    budget is spent, ``warn``, wait the grace period, and ``close`` if it is still spent."""
+    """A BudgetGuard as a task of its own, for sessions with no periodic loop (tasks, rooms)."""
+    guard = BudgetGuard(auth=auth)
     while True:
-        await asyncio.sleep(settings.BILLING_SPEND_CACHE_SECONDS)
-        try:
-            scope = await budget_scope_exceeded(auth=auth)
-        except Exception:  # the database may be briefly away: keep the session, check again
-            logger.exception("budget check failed for key %s", auth.key_id)
-            continue
-        if scope is None:
-            continue
-        await warn(budget_warning(scope))
-        await asyncio.sleep(settings.REALTIME_BUDGET_GRACE_SECONDS)
-        try:
-            scope = await budget_scope_exceeded(auth=auth)
-        except Exception:
-            logger.exception("budget check failed for key %s", auth.key_id)
-        if scope is not None:  # None: the budget was raised during the grace period
-            await close(budget_error(scope))
+        await asyncio.sleep(max(0.0, guard.due - time.monotonic()))
+        if await guard.step(time.monotonic(), warn=warn, close=close):
             return

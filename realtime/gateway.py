@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import buffer, limits, upstream
 from realtime.auth import ConnectionAuth
-from realtime.budgets import budget_watch
+from realtime.budgets import BudgetGuard
 from realtime.client_outbox import ClientTooSlow
 from realtime.fifo import Fifo
 from realtime.limits import GatewayError
@@ -178,7 +178,6 @@ class GatewaySession:
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
-        self._spawn(budget_watch(auth=self.auth, warn=self._budget_warn, close=self._budget_close), "budget-watch")
         self._key_watch = key_watch(api_key_pk=self.auth.pk, on_revoked=self._key_revoked)
         self.opened = True
 
@@ -345,7 +344,9 @@ class GatewaySession:
             pass  # the reader reports the close
 
     async def _watchdog(self) -> None:
-        """Session duration, idle timeout, the resume window, the usage flushes and the lease refreshes."""
+        """Session duration, idle timeout, the resume window, the usage flushes, the monthly budget and
+        the lease refreshes."""
+        budget = BudgetGuard(auth=self.auth)
         next_lease = time.monotonic()
         next_flush = next_lease + settings.REALTIME_METER_FLUSH_SECONDS
         tick = min(WATCHDOG_TICK, settings.REALTIME_METER_FLUSH_SECONDS)
@@ -365,6 +366,8 @@ class GatewaySession:
                     await self._meter.flush()
                 except Exception:  # the database may be briefly away; the batch is retried with its key
                     logger.exception("usage flush failed for session %s; will retry", self.session_id)
+            if await budget.step(now, warn=self._budget_warn, close=self._budget_close):
+                return
             if now >= next_lease:
                 next_lease = now + buffer.OWNER_TTL_SECONDS / 3
                 try:
