@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relay import BASE_DIR, machine, prepare_database  # noqa: E402  (bench helpers)
+from support import django_setup, readme_section_write  # noqa: E402
 
 README = BASE_DIR / "bench" / "README.md"
 RESULTS = BASE_DIR / "bench" / "results" / "billing.json"
@@ -41,14 +42,7 @@ METRICS = ("session_seconds", "audio_in_seconds", "audio_out_seconds", "text_in_
 
 
 def setup_django(database_url: str) -> None:
-    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings")
-    os.environ.setdefault("SECRET_KEY", "bench-billing-" + "x" * 40)
-    os.environ.pop("REDIS_URL", None)
-    if str(BASE_DIR) not in sys.path:
-        sys.path.insert(0, str(BASE_DIR))
-    import django
-
-    django.setup()
+    django_setup(database_url=database_url, label="billing")
 
 
 def build_ledger(rows: int, keys: int):
@@ -241,13 +235,7 @@ def main() -> None:
         print(section)
         return
     RESULTS.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
-    text = README.read_text()
-    if SECTION_BEGIN in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        text = head + section + rest.split(SECTION_END + "\n", 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    README.write_text(text)
+    readme_section_write(name="billing", section=section)
     print(section)
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relay import (  # noqa: E402  (bench helpers: processes, database, machine description)
     BASE_DIR, GATEWAY_ENV, free_port, machine, percentile, prepare_database, start_server,
 )
+from support import django_setup, readme_section_write  # noqa: E402
 
 README = BASE_DIR / "bench" / "README.md"
 RESULTS = BASE_DIR / "bench" / "results" / "dialects.json"
@@ -63,14 +64,7 @@ def gateway_env(database_url: str, redis_url: str | None) -> dict:
 def create_bench_key(database_url: str) -> tuple[str, str]:
     """A project (its default deployments use the built-in local agent) and a development key.
     Returns (raw key, the development deployment key)."""
-    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings")
-    os.environ.setdefault("SECRET_KEY", "bench-dialects-" + "x" * 40)
-    os.environ.pop("REDIS_URL", None)
-    if str(BASE_DIR) not in sys.path:
-        sys.path.insert(0, str(BASE_DIR))
-    import django
-
-    django.setup()
+    django_setup(database_url=database_url, label="dialects")
     from accounts.models import EnvironmentKind, User
     from accounts.services import api_key_create, project_create
 
@@ -242,13 +236,7 @@ def render(summary: dict, meta: dict) -> str:
 
 
 def write_section(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text)
+    readme_section_write(name="dialects", section=section)
 
 
 def parse_args(argv=None):

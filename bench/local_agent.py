@@ -47,6 +47,7 @@ django.setup()
 import websockets  # noqa: E402
 
 from realtime import audio, speech  # noqa: E402
+from support import readme_section_write  # noqa: E402
 
 SECRET = "bench-local-agent"
 SENTENCES = ["please tell me the weather in london", "what is the weather today",
@@ -377,11 +378,7 @@ the sessions of one level start spread over one utterance.
 {table}
 <!-- local_agent:end -->
 """
-    readme = BASE_DIR / "bench" / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"<!-- local_agent:begin.*?<!-- local_agent:end -->\n", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
+    readme_section_write(name="local_agent", section=section)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from support import django_setup, readme_section_write
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "bench"
 README = BENCH_DIR / "README.md"
@@ -210,14 +212,7 @@ def django_env(database_url: str, redis_url: str | None) -> dict:
 def create_bench_project(database_url: str) -> tuple[str, int]:
     """A user, a project, a custom agent (its URL is set per run) on a development deployment, and
     an API key. Returns (raw key, agent pk)."""
-    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings")
-    os.environ.setdefault("SECRET_KEY", "bench-relay-" + "x" * 40)
-    os.environ.pop("REDIS_URL", None)
-    if str(BASE_DIR) not in sys.path:
-        sys.path.insert(0, str(BASE_DIR))
-    import django
-
-    django.setup()
+    django_setup(database_url=database_url, label="relay")
     from accounts.models import Agent, Deployment, EnvironmentKind, Provider, User
     from accounts.services import api_key_create, project_create
 
@@ -682,18 +677,7 @@ def render(summary: dict, micro: list[dict], meta: dict) -> str:
 
 
 def write_readme(section: str) -> None:
-    """Replace only this script's section of bench/README.md (other benches own the rest)."""
-    if README.exists():
-        text = README.read_text()
-    else:
-        text = "# Benchmarks\n\n`make bench` runs every script in this folder (`bench/run_all.py`).\n"
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text)
+    readme_section_write(name="relay", section=section)
 
 
 def parse_args(argv=None):
