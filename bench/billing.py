@@ -195,9 +195,9 @@ def render(runs: list[dict], meta: dict) -> str:
         "Run: `.venv/bin/python bench/billing.py` (`--help` for options). Needs PostgreSQL on loopback; about a "
         "minute.", "",
         f"One process, a throwaway PostgreSQL database with {meta['rows']:,} ledger rows of one project "
-        f"({meta['keys']} keys, 3 environments, 7 metrics) this month so far, with a project and a key budget: a "
-        "refresh sums every row, as at the end of a month with that much usage (a flush every 5 s is 720 rows "
-        "per metric per session-hour).", "",
+        f"({meta['keys']} keys, 3 environments, 7 metrics) this month so far, with a project and a key budget (a flush every 5 s is 720 rows per metric per session-hour). A "
+        "refresh reads the per-key month-to-date spend (`MonthlySpend`, kept in step with every ledger write), "
+        "not the ledger itself; the dashboard aggregates the ledger rows.", "",
         *table, "", SECTION_END, "",
     ])
 
