@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+BENCH_HELPER = True  # imported by the benchmarks; bench/run_all.py does not run it
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 README = BASE_DIR / "bench" / "README.md"
 
