@@ -98,6 +98,7 @@ class GatewaySession:
         self._owner_claimed = False
         self._meter: SessionMeter | None = None
         self._key_watch: KeyWatch | None = None
+        self._revoked_while_opening = False
         self._swallow_config_reply = False
         self._in_bps = self._out_bps = audio_bytes_per_second(None)
         now = time.monotonic()
@@ -122,6 +123,8 @@ class GatewaySession:
             if not await buffer.session_owner_claim(session_id=self.session_id, project_id=self.auth.project_id):
                 raise _refused("session_in_use", "This session id is in use.", limits.CLOSE_REPLACED)
             self._owner_claimed = True
+            # Before the session goes live, so a revocation from now on reaches it (released by _release).
+            self._key_watch = await key_watch(api_key_pk=self.auth.pk, on_revoked=self._key_revoked)
 
             def resolve():
                 from accounts.models import Deployment
@@ -166,6 +169,10 @@ class GatewaySession:
         except BaseException:
             await self._release(reason="cancelled")
             raise
+        if self._revoked_while_opening:
+            await self._upstream.close()
+            await self._release(reason=limits.KEY_REVOKED.code)
+            raise SessionRefused(limits.KEY_REVOKED)
         config = upstream.agent_session_config(agent=agent, overrides=self.auth.session_config)
         if config is not None:
             # Applied before any client event; its session.updated reply is the gateway's, not the client's.
@@ -178,10 +185,12 @@ class GatewaySession:
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
-        self._key_watch = key_watch(api_key_pk=self.auth.pk, on_revoked=self._key_revoked)
         self.opened = True
 
     def _key_revoked(self) -> None:
+        if not self.opened:  # _open refuses the session when it gets there
+            self._revoked_while_opening = True
+            return
         self.close_soon(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
 
     async def _budget_warn(self, error: GatewayError) -> None:

@@ -41,19 +41,35 @@ class _Watcher:
     def __init__(self):
         self.watches: dict[str, set[KeyWatch]] = {}
         self.channel_name: str | None = None
+        self._channel_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
         self.layer = get_channel_layer()
 
-    def add(self, watch: KeyWatch) -> None:
+    async def add(self, watch: KeyWatch) -> None:
+        new_key = watch.api_key_pk not in self.watches
         self.watches.setdefault(watch.api_key_pk, set()).add(watch)
+        loop = asyncio.get_running_loop()
         if not self.tasks:
-            loop = asyncio.get_running_loop()
             self.tasks = [loop.create_task(self._recheck(), name="key-watch:recheck")]
-            if self.layer is not None:
-                self.tasks.append(loop.create_task(self._listen(), name="key-watch:listen"))
-        elif self.channel_name is not None:
+        if self.layer is None:
+            return
+        if self.channel_name is None:
+            async with self._channel_lock:
+                if self.channel_name is None:
+                    self.channel_name = await self.layer.new_channel()
+                    self.tasks.append(loop.create_task(self._listen(), name="key-watch:listen"))
+        join = self.layer.group_add(key_group(watch.api_key_pk), self.channel_name)
+        if not new_key:
             # Re-joined on every new session: a channel-layer group forgets members after its expiry.
-            self._background(self.layer.group_add(key_group(watch.api_key_pk), self.channel_name))
+            self._background(join)
+            return
+        # A key new to this process: in the group before the session goes live, so a revocation right
+        # after it opened is not sent to nobody (the re-check would only catch it seconds later).
+        try:
+            await join
+        except Exception:
+            logger.warning("key watch: could not join the group of key %s; the re-check covers it",
+                           watch.api_key_pk, exc_info=True)
 
     def remove(self, watch: KeyWatch) -> None:
         watches = self.watches.get(watch.api_key_pk)
@@ -84,9 +100,6 @@ class _Watcher:
             logger.warning("key watch: channel-layer group update failed: %r", task.exception())
 
     async def _listen(self) -> None:
-        self.channel_name = await self.layer.new_channel()
-        for api_key_pk in list(self.watches):
-            self._background(self.layer.group_add(key_group(api_key_pk), self.channel_name))
         while True:
             try:
                 message = await self.layer.receive(self.channel_name)
@@ -117,8 +130,9 @@ class _Watcher:
 _watchers: dict[asyncio.AbstractEventLoop, _Watcher] = {}
 
 
-def key_watch(*, api_key_pk: str, on_revoked: Callable[[], None]) -> KeyWatch:
-    """Call ``on_revoked()`` (on this event loop) once the key is found revoked or expired."""
+async def key_watch(*, api_key_pk: str, on_revoked: Callable[[], None]) -> KeyWatch:
+    """Call ``on_revoked()`` (on this event loop) once the key is found revoked or expired. Returns once
+    this process hears the key's revocation notice."""
     loop = asyncio.get_running_loop()
     watcher = _watchers.get(loop)
     if watcher is None:
@@ -126,5 +140,5 @@ def key_watch(*, api_key_pk: str, on_revoked: Callable[[], None]) -> KeyWatch:
             del _watchers[stale]
         watcher = _watchers[loop] = _Watcher()
     watch = KeyWatch(watcher, str(api_key_pk), on_revoked)
-    watcher.add(watch)
+    await watcher.add(watch)
     return watch
