@@ -9,7 +9,7 @@ PORT ?= 8000
 TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-postgres test-sqlite services chromium bench clean
+.PHONY: install run test lint test-postgres test-sqlite services chromium bench clean
 
 $(STAMP): requirements.txt $(wildcard package.json package-lock.json)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-# The whole suite on PostgreSQL and Redis, then the unit suite again on the embedded SQLite default.
-test: install services chromium test-postgres test-sqlite
+# Lint and types, the whole suite on PostgreSQL and Redis, then the unit suite again on the embedded SQLite default.
+test: install services chromium lint test-postgres test-sqlite
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-postgres:
 	DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

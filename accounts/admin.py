@@ -8,7 +8,16 @@ from accounts.billing.metrics import metric_unit_singular
 from accounts.billing.money import money_format
 from accounts.billing.prices import price_cache
 from accounts.models import (
-    Agent, ApiKey, Budget, Deployment, Environment, Membership, Price, Project, UsageRecord, User,
+    Agent,
+    ApiKey,
+    Budget,
+    Deployment,
+    Environment,
+    Membership,
+    Price,
+    Project,
+    UsageRecord,
+    User,
 )
 
 

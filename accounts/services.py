@@ -26,7 +26,6 @@ from accounts.models import (
 )
 from accounts.selectors import MANAGER_ROLES
 
-
 NAME_MAX_LENGTH = 100
 SLUG_MAX_LENGTH = 60
 # Rotation grace periods offered to users: none, 1 hour, 24 hours, 7 days.
@@ -137,7 +136,7 @@ def api_key_create(
 def _announce_key_change(api_key_pk: str) -> None:
     """Tell every process: drop the cached key and close its live sessions."""
     key_cache.invalidate_pk(api_key_pk)
-    from realtime.notify import key_revoked_broadcast
+    from accounts.notify import key_revoked_broadcast
 
     key_revoked_broadcast(api_key_pk=api_key_pk)
 

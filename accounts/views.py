@@ -251,7 +251,7 @@ def page_not_found(request, exception):
 
 def server_error(request):
     # Rendered without a request context: the failure may be in whatever a context processor needs.
-    from django.template.loader import render_to_string
     from django.http import HttpResponseServerError
+    from django.template.loader import render_to_string
 
     return HttpResponseServerError(render_to_string("accounts/500.html"))

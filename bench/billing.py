@@ -61,7 +61,7 @@ def build_ledger(rows: int, keys: int):
     for other in (plain,):
         api_key_create(project=other, environment=other.environments.get(kind=EnvironmentKind.DEVELOPMENT),
                        name="plain", created_by=user)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     span = (now - month_start).total_seconds()
     batch = []
@@ -91,15 +91,15 @@ def timed(function, repeat: int) -> float:
 
 
 def one_run(project, plain, keys, owner_client) -> dict:
-    from accounts.billing.budgets import budget_cache, budget_state_get, budget_state_peek
     from django.db import transaction
     from django.utils import timezone
 
+    from accounts.billing.budgets import budget_cache, budget_state_get, budget_state_peek
     from accounts.billing.prices import price_cache
     from accounts.billing.usage import today, usage_lines
     from accounts.keys import VerifiedKey, key_cache
     from accounts.models import UsageRecord
-    from realtime.metering import _Batch, _batch_write
+    from realtime.gateway.metering import _Batch, _batch_write
 
     key = keys[0]
     verified = VerifiedKey(pk=str(key.pk), key_id=key.key_id, name=key.name, project_id=project.pk,

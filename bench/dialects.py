@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -34,7 +34,13 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relay import (  # noqa: E402  (bench helpers: processes, database, machine description)
-    BASE_DIR, GATEWAY_ENV, free_port, machine, percentile, prepare_database, start_server,
+    BASE_DIR,
+    GATEWAY_ENV,
+    free_port,
+    machine,
+    percentile,
+    prepare_database,
+    start_server,
 )
 from support import django_setup, readme_section_write  # noqa: E402
 
@@ -274,7 +280,7 @@ def main(argv=None) -> int:
                 server.stop()
         print(f"run {number}: {json.dumps(runs[-1])}", flush=True)
     summary = summarize(runs)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "runs": args.runs,
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "runs": args.runs,
             "pings": args.pings, "connections": args.connections, "window": args.window, "turns": args.turns,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
     section = render(summary, meta)

@@ -45,9 +45,10 @@ import django  # noqa: E402
 django.setup()
 
 import websockets  # noqa: E402
-
-from realtime import audio, speech  # noqa: E402
 from support import readme_section_write  # noqa: E402
+
+from realtime.lib import audio  # noqa: E402
+from realtime.local_agent import speech  # noqa: E402
 
 SECRET = "bench-local-agent"
 SENTENCES = ["please tell me the weather in london", "what is the weather today",

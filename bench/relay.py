@@ -44,14 +44,13 @@ import tempfile
 import time
 import timeit
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
-
 from support import django_setup, readme_section_write
+from websockets.asyncio.client import ClientConnection, connect
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DIR = BASE_DIR / "bench"
@@ -83,7 +82,7 @@ GATEWAY_ENV = {
 
 
 def frame(phase: str, seq: int) -> str:
-    return '{"type":"input_audio_buffer.append","event_id":"evt_%s%d","audio":"%s"}' % (phase, seq, AUDIO_B64)
+    return f'{{"type":"input_audio_buffer.append","event_id":"evt_{phase}{seq}","audio":"{AUDIO_B64}"}}'
 
 
 # --- Processes ------------------------------------------------------------------------------------
@@ -179,8 +178,9 @@ def start_server(name: str, argv: list[str], env: dict, logs: Path, port: int) -
 
 def prepare_database(database_url: str) -> None:
     """Drop and recreate the throwaway bench database, then migrate it."""
-    import psycopg
     from urllib.parse import urlparse
+
+    import psycopg
 
     parsed = urlparse(database_url)
     name = parsed.path.lstrip("/")
@@ -731,7 +731,7 @@ def main(argv=None) -> int:
     micro = json_microbench()
     summary = summarize(runs, args)
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "runs": args.runs,
         "servers": args.servers,

@@ -7,13 +7,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+import socketio  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from realtime.dialects.rooms import sio  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
-
-import socketio  # noqa: E402
-
-from realtime.rooms import sio  # noqa: E402
 
 # /socket.io/ (HTTP long-polling and WebSocket) goes to the rooms dialect; everything else to Django/Channels.
 application = socketio.ASGIApp(

@@ -236,7 +236,7 @@ LOCAL_AGENT_LLM_MODEL = env_str("LOCAL_AGENT_LLM_MODEL", "gpt-4o-mini")
 LOCAL_AGENT_LLM_API_KEY = env_str("LOCAL_AGENT_LLM_API_KEY", "")
 SPEECH_WORKERS = env_int("SPEECH_WORKERS", 2, minimum=1, maximum=64)
 
-# --- Realtime gateway limits (realtime/limits.py, realtime/gateway.py) ---------------------------
+# --- Realtime gateway limits (realtime/gateway/limits.py, realtime/gateway/session.py) ---------------------------
 # Browser (Origin-bearing) WebSocket connections must come from one of these origins.
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [SITE_URL])
 REALTIME_MAX_FRAME_BYTES = env_int("REALTIME_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
@@ -273,7 +273,7 @@ if BILLING_SPEND_CACHE_SECONDS > 60:
 # A live session whose budget is spent is warned, then closed after this long.
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
-# --- Tasks dialect (seed 001: realtime/consumers/tasks.py, realtime/tasks/) -----------------------
+# --- Tasks dialect (seed 001: realtime/dialects/tasks/consumer.py, realtime/dialects/tasks/) -----------------------
 # Undeliverable task results wait this long for the client to reconnect with its connectionSessionUUID.
 TASKS_BUFFER_SECONDS = env_int("TASKS_BUFFER_SECONDS", 120, minimum=1)
 TASKS_BUFFER_MAX_MESSAGES = env_int("TASKS_BUFFER_MAX_MESSAGES", 500, minimum=1)
@@ -287,13 +287,13 @@ TASKS_MAX_OUTPUT_PIXELS = env_int("TASKS_MAX_OUTPUT_PIXELS", 4096 * 4096, minimu
 TASKS_MAX_TEXT_CHARS = env_int("TASKS_MAX_TEXT_CHARS", 4000, minimum=1)
 TASKS_UPSTREAM_TIMEOUT_SECONDS = env_float("TASKS_UPSTREAM_TIMEOUT_SECONDS", 120.0, minimum=1)
 
-# --- Conversation dialect (seed 002: realtime/consumers/conversation.py) --------------------------
+# --- Conversation dialect (seed 002: realtime/dialects/conversation.py) --------------------------
 CONVERSATION_MAX_TEXT_CHARS = env_int("CONVERSATION_MAX_TEXT_CHARS", 4000, minimum=1)
 CONVERSATION_MAX_PENDING = env_int("CONVERSATION_MAX_PENDING", 16, minimum=1)
 # Replayed on resume; bounded below the upstream queue (REALTIME_UPSTREAM_QUEUE_EVENTS) it goes through.
 CONVERSATION_HISTORY_TURNS = env_int("CONVERSATION_HISTORY_TURNS", 50, minimum=0, maximum=200)
 
-# --- Rooms dialect (seed 003: realtime/rooms.py, Socket.IO) ---------------------------------------
+# --- Rooms dialect (seed 003: realtime/dialects/rooms.py, Socket.IO) ---------------------------------------
 ROOMS_MAX_MESSAGE_BYTES = env_int("ROOMS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1)
 ROOMS_MESSAGES_PER_SECOND = env_float("ROOMS_MESSAGES_PER_SECOND", 10.0, minimum=0.1)
 ROOMS_MESSAGE_BURST = env_int("ROOMS_MESSAGE_BURST", 20, minimum=1)

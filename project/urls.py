@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from realtime.console_views import console_page, session_usage
-from realtime.session_views import session_list
+from realtime.console.views import console_page, session_usage
+from realtime.sessions.views import session_list
 
 urlpatterns = [
     path("admin/", admin.site.urls),

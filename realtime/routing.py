@@ -1,9 +1,9 @@
 """WebSocket routes of every dialect and of the local agent."""
 from django.urls import path
 
-from realtime.consumers.conversation import ConversationConsumer
-from realtime.consumers.realtime import realtime_application
-from realtime.consumers.tasks import TasksConsumer
+from realtime.dialects.conversation import ConversationConsumer
+from realtime.dialects.realtime import realtime_application
+from realtime.dialects.tasks.consumer import TasksConsumer
 from realtime.local_agent.routing import websocket_urlpatterns as local_agent_patterns
 
 websocket_urlpatterns = [

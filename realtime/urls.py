@@ -2,8 +2,8 @@
 and the console token endpoint. REST paths take an optional trailing slash."""
 from django.urls import path, re_path
 
-from realtime import api, views
-from realtime.tasks.views import task_image
+from realtime.agents import api, views
+from realtime.dialects.tasks.views import task_image
 
 urlpatterns = [
     path(".well-known/jwks.json", views.jwks, name="jwks"),

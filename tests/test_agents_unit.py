@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from accounts.models import Agent, Deployment, EnvironmentKind, Membership, Provider, Role
-from realtime.selectors import agent_credential, deployment_resolve
-from realtime.services import (
+from realtime.agents.selectors import agent_credential, deployment_resolve
+from realtime.agents.services import (
     agent_create,
     agent_delete,
     agent_update,
@@ -318,7 +318,7 @@ def test_the_credential_never_appears_in_any_page_or_api_response(project, owner
 def test_credentials_survive_rotating_the_encryption_key(project, settings):
     from cryptography.fernet import Fernet
 
-    from realtime.crypto import DecryptionFailed
+    from realtime.lib.crypto import DecryptionFailed
 
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.CREDENTIALS_ENCRYPTION_KEYS = [old_key]

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from realtime import audio
+from realtime.lib import audio
 
 pytestmark = pytest.mark.unit
 

@@ -142,7 +142,7 @@ def test_operators_set_budgets_in_the_admin_for_keys_of_that_project_only(projec
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_spent_budget_refuses_authentication_with_budget_exceeded(project, owner, dev_key):
-    from realtime.auth import AuthFailed, api_key_authenticate
+    from realtime.gateway.auth import AuthFailed, api_key_authenticate
 
     row, raw = dev_key
     assert (await api_key_authenticate(raw=raw)).key_id == row.key_id
@@ -159,7 +159,7 @@ async def test_a_spent_budget_refuses_authentication_with_budget_exceeded(projec
 async def test_a_live_session_is_warned_then_closed_unless_the_budget_is_raised_in_time(project, owner, dev_key,
                                                                                         settings):
     from accounts.keys import api_key_verify
-    from realtime.budgets import budget_watch
+    from realtime.gateway.budgets import budget_watch
 
     settings.BILLING_SPEND_CACHE_SECONDS = 0.1
     settings.REALTIME_BUDGET_GRACE_SECONDS = 0.5

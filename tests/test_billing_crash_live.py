@@ -13,9 +13,16 @@ from asgiref.sync import sync_to_async
 
 from accounts.models import UsageRecord
 from tests.test_billing_support import prices_set
-from tests.test_gateway_support import ScriptedUpstream, bearer, connect, make_custom_deployment, recv_until, session_url
-from tests.test_tasks_support import connect as tasks_connect
+from tests.test_gateway_support import (
+    ScriptedUpstream,
+    bearer,
+    connect,
+    make_custom_deployment,
+    recv_until,
+    session_url,
+)
 from tests.test_tasks_support import b64, new_connection, png_bytes, run_task, task_uuid
+from tests.test_tasks_support import connect as tasks_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

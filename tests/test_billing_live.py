@@ -18,11 +18,17 @@ from accounts.services import api_key_create
 from realtime.models import SessionRecord
 from tests.test_billing_support import prices_set
 from tests.test_gateway_support import (
-    ScriptedUpstream, bearer, connect, make_custom_deployment, recv_until, session_url, until,
+    ScriptedUpstream,
+    bearer,
+    connect,
+    make_custom_deployment,
+    recv_until,
+    session_url,
+    until,
 )
 from tests.test_rooms_live import run_plan
+from tests.test_tasks_support import b64, new_connection, png_bytes, run_task, task_uuid
 from tests.test_tasks_support import connect as tasks_connect
-from tests.test_tasks_support import new_connection, png_bytes, b64, run_task, task_uuid
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

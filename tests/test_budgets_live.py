@@ -20,12 +20,19 @@ from accounts.models import Budget, EnvironmentKind
 from accounts.services import api_key_create
 from tests.test_billing_support import ledger_row, prices_set
 from tests.test_gateway_support import (
-    ScriptedUpstream, bearer, closed, connect, expect_refusal, make_custom_deployment, recv_json, recv_until,
+    ScriptedUpstream,
+    bearer,
+    closed,
+    connect,
+    expect_refusal,
+    make_custom_deployment,
+    recv_json,
+    recv_until,
     session_url,
 )
 from tests.test_rooms_live import BASE_DIR, SCRIPT, run_plan
-from tests.test_tasks_support import connect as tasks_connect
 from tests.test_tasks_support import b64, expect_closed_with_error, new_connection, png_bytes, run_task, task_uuid
+from tests.test_tasks_support import connect as tasks_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

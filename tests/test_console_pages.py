@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Deployment, EnvironmentKind, UsageRecord
-from realtime.session_records import session_record_end, session_record_start
+from realtime.gateway.records import session_record_end, session_record_start
 
 pytestmark = pytest.mark.unit
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import EnvironmentKind
-from realtime.auth import ConnectionAuth
-from realtime.conversation_store import (
-    ConversationNotFound, conversation_exchange_record, conversation_history, conversation_open,
+from realtime.dialects.conversation_store import (
+    ConversationNotFound,
+    conversation_exchange_record,
+    conversation_history,
+    conversation_open,
 )
+from realtime.gateway.auth import ConnectionAuth
 
 pytestmark = [pytest.mark.unit, pytest.mark.django_db]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from realtime.auth import AuthFailed, accepted_subprotocol, connection_authenticate, origin_check
+from realtime.gateway.auth import AuthFailed, accepted_subprotocol, connection_authenticate, origin_check
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,6 @@ import asyncio
 import json
 
 import pytest
-import websockets
 from asgiref.sync import sync_to_async
 
 from accounts.models import EnvironmentKind

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Deployment
+from realtime.gateway.records import session_record_end, session_record_start
 from realtime.models import SessionRecord
-from realtime.session_records import session_record_end, session_record_start
 
 pytestmark = pytest.mark.unit
 

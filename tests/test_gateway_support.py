@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from websockets.asyncio.server import ServerConnection, serve
 
 from accounts.models import EnvironmentKind
-from realtime.services import agent_create, deployment_create
+from realtime.agents.services import agent_create, deployment_create
 
 TIMEOUT = 15
 

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 def _mint(key_pk, **kwargs) -> str:
-    from realtime.tokens import token_mint
+    from realtime.gateway.tokens import token_mint
 
     return token_mint(api_key_pk=str(key_pk), **kwargs)[0]
 
@@ -41,8 +41,8 @@ def _b64(data: bytes) -> str:
 
 
 def _signer_private_key():
-    from realtime.crypto import secret_decrypt
-    from realtime.services import signing_key_current
+    from realtime.agents.services import signing_key_current
+    from realtime.lib.crypto import secret_decrypt
 
     signer = signing_key_current()
     return signer, serialization.load_pem_private_key(secret_decrypt(signer.private_key_encrypted).encode(), None)

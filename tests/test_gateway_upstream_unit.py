@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from accounts.models import Agent, Provider
-from realtime.upstream import agent_session_config, session_update_event, upstream_target
+from realtime.gateway.upstream import agent_session_config, session_update_event, upstream_target
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from accounts.models import UsageRecord
-from realtime import audio
+from realtime.lib import audio
 from realtime.models import SessionRecord
 from tests.test_gateway_support import RUN, bearer, connect, recv_json, recv_until, session_url
 from tests.test_local_agent_live import SPOKEN, spoken_pcm

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.core.management import call_command
 from django.utils import timezone
 
+from realtime.gateway.tokens import AUDIENCE, TokenRejected, public_key_cache, token_mint, token_verify
 from realtime.models import SigningKey
-from realtime.tokens import AUDIENCE, TokenRejected, public_key_cache, token_mint, token_verify
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,6 @@ from tests.test_gateway_support import (
     expect_refusal,
     make_custom_deployment,
     recv_json,
-    recv_until,
     session_url,
 )
 
@@ -91,7 +90,7 @@ async def test_concurrent_sessions_per_key_hold_across_processes(server_factory,
 
 
 async def test_session_duration_and_a_tokens_lower_limit(server_factory, project, dev_key):
-    from realtime.tokens import token_mint
+    from realtime.gateway.tokens import token_mint
 
     row, raw = dev_key
     async with ScriptedUpstream() as upstream:

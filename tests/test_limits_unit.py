@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from realtime import limits
+from realtime.gateway import limits
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import websockets
 
-from realtime import audio, speech
+from realtime.lib import audio
+from realtime.local_agent import speech
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from accounts.models import MonthlySpend, UsageRecord
-from realtime.metering import (
+from realtime.gateway.metering import (
     SessionMeter,
     audio_bytes_per_second,
     base64_decoded_length,
@@ -73,7 +73,7 @@ async def test_a_flush_retried_after_an_uncertain_write_is_counted_once_at_its_f
     from django.db import OperationalError
 
     from accounts.keys import api_key_verify
-    from realtime import metering
+    from realtime.gateway import metering
     from tests.test_billing_support import prices_set
 
     row, raw = dev_key

@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from realtime import audio, speech
+from realtime.lib import audio
+from realtime.local_agent import speech
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from realtime import audio, speech
+from realtime.lib import audio
+from realtime.local_agent import speech
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime import task_buffer
+from realtime.dialects.tasks import buffer as task_buffer
 
 pytestmark = [pytest.mark.unit]
 

@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from realtime.tasks import TaskFailed
-from realtime.tasks.images import _inspect, _upscale
-from realtime.tasks.inputs import param_base64, param_choice
+from realtime.dialects.tasks import TaskFailed
+from realtime.dialects.tasks.images import _inspect, _upscale
+from realtime.dialects.tasks.inputs import param_base64, param_choice
 
 pytestmark = [pytest.mark.unit]
 

@@ -21,7 +21,15 @@ from PIL import Image
 from accounts.models import ApiKey, EnvironmentKind, UsageRecord
 from accounts.services import api_key_create, api_key_revoke
 from tests.test_tasks_support import (
-    TaskUpstream, b64, connect, expect_closed_with_error, new_connection, png_bytes, recv_json, run_task, task_uuid,
+    TaskUpstream,
+    b64,
+    connect,
+    expect_closed_with_error,
+    new_connection,
+    png_bytes,
+    recv_json,
+    run_task,
+    task_uuid,
 )
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

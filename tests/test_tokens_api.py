@@ -9,7 +9,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from accounts.models import ApiKey, Deployment, EnvironmentKind
 from accounts.services import api_key_revoke
-from realtime.tokens import TokenRejected, public_key_cache, token_verify
+from realtime.gateway.tokens import TokenRejected, public_key_cache, token_verify
 
 pytestmark = pytest.mark.unit
 

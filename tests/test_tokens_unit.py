@@ -17,9 +17,16 @@ from django.utils import timezone
 
 from accounts.models import Deployment, EnvironmentKind
 from accounts.services import api_key_revoke, api_key_rotate
-from realtime.crypto import secret_decrypt
-from realtime.services import signing_key_current
-from realtime.tokens import AUDIENCE, TokenRejected, public_key_cache, token_mint, token_verify, token_verify_async
+from realtime.agents.services import signing_key_current
+from realtime.gateway.tokens import (
+    AUDIENCE,
+    TokenRejected,
+    public_key_cache,
+    token_mint,
+    token_verify,
+    token_verify_async,
+)
+from realtime.lib.crypto import secret_decrypt
 
 pytestmark = pytest.mark.unit
 

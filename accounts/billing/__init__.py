@@ -1,2 +1,2 @@
 """Billing: the price list, costs of ledger rows, monthly budgets, and usage reports (dashboard, CSV,
-statements, REST). The ledger itself is accounts.models.UsageRecord, written by realtime.metering."""
+statements, REST). The ledger itself is accounts.models.UsageRecord, written by realtime.gateway.metering."""

@@ -1,6 +1,6 @@
 """Monthly budgets: an optional spend limit per project and per key (its stable key id), over the
 calendar month in UTC. At the limit the gateway refuses new sessions and closes live ones
-(realtime.budgets); here are the rules and the spend they are checked against.
+(realtime.gateway.budgets); here are the rules and the spend they are checked against.
 
 Spend is read often (every connection and, per live session, every BILLING_SPEND_CACHE_SECONDS). It
 comes from MonthlySpend, a per-key monthly total that every ledger write adds to in its own

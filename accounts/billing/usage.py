@@ -19,7 +19,7 @@ from accounts.exceptions import InvalidInput
 from accounts.models import ApiKey, Project, UsageRecord
 from accounts.selectors import api_key_status
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MAX_RANGE_DAYS = 366
 GROUPS = ("day", "key", "environment", "metric")
 

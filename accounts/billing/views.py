@@ -23,7 +23,13 @@ from accounts.billing.money import currency, money_decimal, money_format, money_
 from accounts.billing.reports import BREAKDOWNS, COST, usage_report
 from accounts.billing.statements import statement_get
 from accounts.billing.usage import (
-    month_first, today, usage_key_labels, usage_lines, usage_month_parse, usage_months, usage_period_parse,
+    month_first,
+    today,
+    usage_key_labels,
+    usage_lines,
+    usage_month_parse,
+    usage_months,
+    usage_period_parse,
 )
 from accounts.exceptions import InvalidInput, ServiceError
 from accounts.models import EnvironmentKind

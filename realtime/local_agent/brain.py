@@ -1,5 +1,5 @@
 """What the local agent says: a built-in assistant needing no model, or any OpenAI-compatible
-chat-completions endpoint (``LOCAL_AGENT_LLM_URL``) streamed through ``realtime.outbound``.
+chat-completions endpoint (``LOCAL_AGENT_LLM_URL``) streamed through ``realtime.lib.outbound``.
 
 Both yield ``TextDelta`` and ``FunctionCall`` objects; the session turns them into protocol events.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from realtime import outbound
+from realtime.lib import outbound
 
 
 @dataclass

@@ -10,7 +10,7 @@ import copy
 import secrets
 import time
 
-from realtime import audio
+from realtime.lib import audio
 
 MODEL = "switchboard-local"
 DEFAULT_SILENCE_MS = 500

@@ -15,8 +15,8 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from realtime import audio, speech
-from realtime.local_agent import brain
+from realtime.lib import audio
+from realtime.local_agent import brain, speech
 from realtime.local_agent.config import ConfigError, new_id, session_config_default, session_config_update, silence_ms
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import pytest
 from django.db import connection
 from playwright.sync_api import expect
 
-from realtime import audio, speech
+from realtime.lib import audio
+from realtime.local_agent import speech
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]

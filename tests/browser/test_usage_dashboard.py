@@ -21,10 +21,17 @@ from accounts.services import api_key_create
 from realtime.models import SessionRecord
 from tests.browser.conftest import browser_user_prepare, sign_in
 from tests.test_billing_support import prices_set
-from tests.test_gateway_support import ScriptedUpstream, bearer, connect, make_custom_deployment, recv_until, session_url
+from tests.test_gateway_support import (
+    ScriptedUpstream,
+    bearer,
+    connect,
+    make_custom_deployment,
+    recv_until,
+    session_url,
+)
 from tests.test_rooms_live import run_plan
-from tests.test_tasks_support import connect as tasks_connect
 from tests.test_tasks_support import b64, new_connection, png_bytes, run_task, task_uuid
+from tests.test_tasks_support import connect as tasks_connect
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -86,7 +93,7 @@ def traffic(server_factory, owner, project):
 
 def test_the_dashboard_shows_todays_usage_and_its_csv_is_the_ledger(traffic, page, project, artifacts_dir):
     server, ledger = traffic["server"], traffic["ledger"]
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     page.set_viewport_size({"width": 1280, "height": 900})
     sign_in(page, server, "owner@example.com")
     page.goto(f"{server.http_url}/projects/{project.slug}/")

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime.services import TOKEN_MAX_TTL_SECONDS, signing_key_rotate
+from realtime.agents.services import TOKEN_MAX_TTL_SECONDS, signing_key_rotate
 
 
 class Command(BaseCommand):

@@ -1,0 +1,275 @@
+"""Portal pages for agents and deployments, the console token endpoint and the public JWKS.
+
+Views parse, call a selector or service, render. Every project page goes through the membership
+selector, so another tenant's project (or its agents) is a 404.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+from cryptography.hazmat.primitives import serialization
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.models import Agent, Deployment, EnvironmentKind
+from accounts.selectors import MANAGER_ROLES, membership_get_for_user
+from realtime.agents import selectors, services
+from realtime.agents.forms import AgentForm, DeploymentForm
+from realtime.gateway.tokens import TokenRejected, token_mint
+
+# --- JWKS -----------------------------------------------------------------------------------------
+
+def _jwk(signing_key) -> dict:
+    public = serialization.load_pem_public_key(signing_key.public_key_pem.encode())
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": signing_key.kid, "alg": signing_key.algorithm, "use": "sig"}
+
+
+@require_GET
+def jwks(request):
+    """Every key that still verifies. A key is made on first need, so the set is never empty."""
+    services.signing_key_current()
+    response = JsonResponse({"keys": [_jwk(key) for key in selectors.signing_keys_verifying()]})
+    # Short, so a verifier sees a rotated-in key soon; verifiers refetch on an unknown kid anyway.
+    response["Cache-Control"] = "public, max-age=60"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+# --- Console token --------------------------------------------------------------------------------
+
+def _json_error(code: str, message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+@require_POST
+def console_token(request, slug):
+    """A token for the signed-in member's browser console (session + CSRF). It is minted against the
+    environment's internal "Console" key, so the browser never holds an API key."""
+    if not request.user.is_authenticated:
+        return _json_error("not_authenticated", "Sign in to use the console.", 401)
+    try:
+        membership = membership_get_for_user(user=request.user, slug=slug)
+    except Http404:
+        return _json_error("not_found", "Not found.", 404)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _json_error("malformed_json", "The body is not valid JSON.", 400)
+    if not isinstance(body, dict):
+        return _json_error("invalid", "The body must be a JSON object.", 400)
+    kind = body.get("environment") or EnvironmentKind.DEVELOPMENT
+    deployment_key = body.get("deployment") or None
+    if kind not in EnvironmentKind.values:
+        return _json_error("invalid_environment", f"environment must be one of {', '.join(EnvironmentKind.values)}.", 400)
+    if deployment_key is not None and not isinstance(deployment_key, str):
+        return _json_error("invalid", "deployment must be a deployment key.", 400)
+    environment = selectors.environment_get(project=membership.project, kind=kind)
+    console_key = services.console_key_get_or_create(environment=environment)
+    try:
+        token, expires_at = token_mint(api_key_pk=str(console_key.pk), deployment_key=deployment_key)
+    except Deployment.DoesNotExist:
+        return _json_error("deployment_not_found", "No deployment with that key in this environment.", 404)
+    except TokenRejected as exc:
+        return _json_error(exc.reason, exc.message, 409)
+    scheme = "wss" if request.is_secure() else "ws"
+    ws_url = f"{scheme}://{request.get_host()}/v1/realtime"
+    if deployment_key:
+        ws_url += f"?deployment={deployment_key}"
+    response = JsonResponse({"token": token, "expires_at": expires_at.isoformat(), "ws_url": ws_url})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Agents pages ---------------------------------------------------------------------------------
+
+def _context(membership, nav: str, **extra) -> dict:
+    return {"membership": membership, "project": membership.project, "nav": nav,
+            "can_manage": membership.role in MANAGER_ROLES, **extra}
+
+
+def _apply_errors(form, error: ValidationError) -> None:
+    for field, messages_ in error.message_dict.items():
+        for message in messages_:
+            form.add_error(field if field in form.fields else None, message)
+
+
+def _agent_or_404(membership, agent_id: int) -> Agent:
+    try:
+        return selectors.agent_get(project=membership.project, agent_id=agent_id)
+    except Agent.DoesNotExist:
+        raise Http404("No such agent.") from None
+
+
+@login_required
+def agent_list(request, slug):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    agents = selectors.agent_list(project=membership.project).prefetch_related("deployments")
+    return render(request, "realtime/agents.html", _context(membership, "agents", agents=agents))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def agent_new(request, slug):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    context = _context(membership, "agents", agent=None)
+    if not context["can_manage"]:
+        return render(request, "realtime/agents_form.html", context, status=403)
+    form = AgentForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            agent = services.agent_create(project=membership.project, data=form.service_data())
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Agent “{agent.name}” created.")
+            return redirect("agent-list", slug=slug)
+    return render(request, "realtime/agents_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def agent_edit(request, slug, agent_id):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    agent = _agent_or_404(membership, agent_id)
+    context = _context(membership, "agents", agent=agent, credential_set=bool(agent.credential_encrypted))
+    if request.method == "POST" and not context["can_manage"]:
+        return render(request, "realtime/agents_form.html", context, status=403)
+    form = AgentForm(request.POST or None, initial=AgentForm.initial_for(agent))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.agent_update(agent=agent, data=form.service_data())
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Agent “{agent.name}” saved.")
+            return redirect("agent-list", slug=slug)
+    return render(request, "realtime/agents_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def agent_delete(request, slug, agent_id):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    agent = _agent_or_404(membership, agent_id)
+    if membership.role not in MANAGER_ROLES:
+        messages.error(request, "Only owners and admins can delete agents.")
+        return redirect("agent-list", slug=slug)
+    try:
+        services.agent_delete(agent=agent)
+    except ValidationError as error:
+        messages.error(request, error.messages[0])
+    else:
+        messages.success(request, f"Agent “{agent.name}” deleted.")
+    return redirect("agent-list", slug=slug)
+
+
+# --- Deployments pages ----------------------------------------------------------------------------
+
+def _deployment_or_404(membership, deployment_id: int) -> Deployment:
+    try:
+        return selectors.deployment_get(project=membership.project, deployment_id=deployment_id)
+    except Deployment.DoesNotExist:
+        raise Http404("No such deployment.") from None
+
+
+@login_required
+def deployment_list(request, slug):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    deployments = list(selectors.deployment_list(project=membership.project))
+    environments = [
+        {"kind": kind, "label": label, "deployments": [d for d in deployments if d.environment.kind == kind]}
+        for kind, label in EnvironmentKind.choices
+    ]
+    return render(request, "realtime/deployments.html", _context(membership, "deployments", environments=environments))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deployment_new(request, slug):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    context = _context(membership, "deployments", deployment=None)
+    if not context["can_manage"]:
+        return render(request, "realtime/deployments_form.html", context, status=403)
+    agents = selectors.agent_list(project=membership.project)
+    form = DeploymentForm(request.POST or None, agents=agents,
+                          initial={"environment": request.GET.get("environment", EnvironmentKind.DEVELOPMENT)})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            deployment = services.deployment_create(
+                project=membership.project,
+                environment=selectors.environment_get(project=membership.project, kind=data["environment"]),
+                agent=data["agent"], name=data["name"], is_default=data["is_default"],
+                task_upstream_url=data["task_upstream_url"],
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Deployment “{deployment.name}” created.")
+            return redirect("deployment-list", slug=slug)
+    return render(request, "realtime/deployments_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deployment_edit(request, slug, deployment_id):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    deployment = _deployment_or_404(membership, deployment_id)
+    context = _context(membership, "deployments", deployment=deployment)
+    if request.method == "POST" and not context["can_manage"]:
+        return render(request, "realtime/deployments_form.html", context, status=403)
+    form = DeploymentForm(
+        request.POST or None, agents=selectors.agent_list(project=membership.project), editing=True,
+        initial={"name": deployment.name, "environment": deployment.environment.kind, "agent": deployment.agent,
+                 "task_upstream_url": deployment.task_upstream_url, "is_default": deployment.is_default},
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.deployment_update(deployment=deployment, name=data["name"], agent=data["agent"],
+                                       task_upstream_url=data["task_upstream_url"])
+            if data["is_default"] and not deployment.is_default:
+                services.deployment_set_default(deployment=deployment)
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Deployment “{deployment.name}” saved.")
+            return redirect("deployment-list", slug=slug)
+    return render(request, "realtime/deployments_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def deployment_default(request, slug, deployment_id):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    deployment = _deployment_or_404(membership, deployment_id)
+    if membership.role not in MANAGER_ROLES:
+        messages.error(request, "Only owners and admins can change the default deployment.")
+    else:
+        services.deployment_set_default(deployment=deployment)
+        messages.success(request, f"“{deployment.name}” is now the {deployment.environment.kind} default.")
+    return redirect("deployment-list", slug=slug)
+
+
+@login_required
+@require_POST
+def deployment_delete(request, slug, deployment_id):
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    deployment = _deployment_or_404(membership, deployment_id)
+    if membership.role not in MANAGER_ROLES:
+        messages.error(request, "Only owners and admins can delete deployments.")
+        return redirect("deployment-list", slug=slug)
+    try:
+        services.deployment_delete(deployment=deployment)
+    except ValidationError as error:
+        messages.error(request, error.messages[0])
+    else:
+        messages.success(request, f"Deployment “{deployment.name}” deleted.")
+    return redirect("deployment-list", slug=slug)

@@ -1,0 +1,166 @@
+"""Running a task session's tasks and publishing their results.
+
+Tasks outlive the connection that sent them (seed 001: results that cannot be delivered wait for the
+client to reconnect), so they belong to a TaskSession in this process, not to the consumer. A result
+goes straight to a connection of the session attached in this process; with none, it goes to the
+session's outbox (realtime.dialects.tasks.buffer: Redis when configured, so it outlives this process) and a
+notice goes to the session's channel-layer group, so that a connection attached in another process
+takes the outbox. The notice is at-most-once but the outbox is not: a connection also takes the
+outbox when it attaches, before anything is sent to it directly.
+
+A TaskSession ends when no connection is attached here and none of its tasks is running: its meter
+is flushed and it leaves the registry. Running tasks are named and tracked; at process shutdown they
+are cancelled with the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime.dialects.tasks import TaskContext, TaskFailed, forward, images
+from realtime.dialects.tasks import speech as speech_tasks
+from realtime.dialects.tasks.buffer import task_outbox_push
+from realtime.gateway.auth import ConnectionAuth
+from realtime.gateway.metering import SessionMeter
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict, TaskContext], Awaitable[dict]]
+Deliver = Callable[[str], Awaitable[None]]  # sends one result to an attached connection
+
+
+async def _ping(task: dict, ctx: TaskContext) -> dict:
+    return {"pong": True}
+
+
+HANDLERS: dict[str, Handler] = {
+    "imageUpload": images.image_upload,
+    "upscale": images.upscale,
+    "imageUpscale": images.upscale,  # the name later versions of the seed's API use
+    "text2speech": speech_tasks.text_to_speech,
+    "speech2text": speech_tasks.speech_to_text,
+    "ping": _ping,
+    **{task_type: forward.forward for task_type in forward.MODEL_TASK_TYPES},
+}
+
+
+# A heartbeat is not work: it is neither billed nor worth a ledger write.
+UNMETERED = frozenset({"ping"})
+
+
+def session_group(session_uuid: str) -> str:
+    return f"tasks.{session_uuid}"
+
+
+def data_message(task: dict, result: dict) -> str:
+    return orjson.dumps({"data": [{"taskType": task["taskType"], "taskUUID": task["taskUUID"], **result}]}).decode()
+
+
+def error_message(code: str, message: str, *, task_uuid=None, task_type=None, parameter=None) -> str:
+    error = {"code": code, "message": message}
+    if task_uuid is not None:
+        error["taskUUID"] = task_uuid
+    if task_type is not None:
+        error["taskType"] = task_type
+    if parameter is not None:
+        error["parameter"] = parameter
+    return orjson.dumps({"errors": [error]}).decode()
+
+
+_sessions: dict[str, TaskSession] = {}
+_meters_closing: set[asyncio.Task] = set()  # final usage flushes of ended sessions (held until done)
+
+
+class TaskSession:
+    def __init__(self, *, session_uuid: str, auth: ConnectionAuth):
+        self.session_uuid = session_uuid
+        self.auth = auth
+        self.links: list[Deliver] = []  # connections attached in this process, oldest first
+        self.running: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(settings.TASKS_MAX_CONCURRENT)
+        # A meter per process-side session: its ledger rows must not collide with another process's.
+        self.meter = SessionMeter(key=auth, session_id=f"{session_uuid}:{uuid.uuid4().hex[:8]}", dialect="tasks",
+                                  count_session_time=False)
+        self.meter.start()
+        self._closing: asyncio.Task | None = None
+
+    def submit(self, task: dict, ctx: TaskContext) -> str | None:
+        """Start a validated task; an error message (not started) when too many are pending."""
+        if len(self.running) >= settings.TASKS_MAX_PENDING:
+            return error_message("too_many_tasks", f"This session already has {settings.TASKS_MAX_PENDING} "
+                                 "unfinished tasks; wait for results before sending more.",
+                                 task_uuid=task["taskUUID"], task_type=task["taskType"])
+        running = asyncio.create_task(self._run(task, ctx), name=f"task:{task['taskType']}:{task['taskUUID']}")
+        self.running.add(running)
+        running.add_done_callback(self._task_done)
+        return None
+
+    async def _run(self, task: dict, ctx: TaskContext) -> None:
+        task_type, task_uuid = task["taskType"], task["taskUUID"]
+        async with self._slots:
+            try:
+                result = await HANDLERS[task_type](task, ctx)
+            except TaskFailed as exc:
+                message = error_message(exc.code, exc.message, task_uuid=task_uuid, task_type=task_type,
+                                        parameter=exc.parameter)
+            except Exception:
+                logger.exception("task %s (%s) failed", task_uuid, task_type)
+                message = error_message("internal_error", "The task failed inside the gateway.",
+                                        task_uuid=task_uuid, task_type=task_type)
+            else:
+                message = data_message(task, result)
+                if task_type not in UNMETERED:
+                    self.meter.add(f"tasks:{task_type}", 1)
+                    try:
+                        # Written before the result leaves: a process that dies after delivering still billed it.
+                        await self.meter.flush()
+                    except Exception:  # the periodic flush retries the same batch (idempotently)
+                        logger.exception("usage flush failed for task %s", task_uuid)
+        await self.publish(message)
+
+    async def publish(self, text: str) -> None:
+        if self.links:
+            # A connection is attached here: straight to it (the newest, if the client opened several).
+            await self.links[-1](text)
+            return
+        await task_outbox_push(session_uuid=self.session_uuid, text=text)
+        await get_channel_layer().group_send(session_group(self.session_uuid), {"type": "tasks.pending"})
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task runner %s crashed", task.get_name(), exc_info=task.exception())
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if self.links or self.running or self._closing is not None:
+            return
+        if _sessions.get(self.session_uuid) is self:
+            del _sessions[self.session_uuid]
+        self._closing = asyncio.get_running_loop().create_task(self.meter.close(),
+                                                               name=f"tasks-meter-close:{self.session_uuid}")
+        _meters_closing.add(self._closing)
+        self._closing.add_done_callback(_meters_closing.discard)
+
+
+def task_session_attach(*, session_uuid: str, auth: ConnectionAuth, deliver: Deliver) -> TaskSession:
+    """This process's TaskSession for ``session_uuid`` (made if needed), with one more connection, to
+    which ``deliver`` sends a result. The caller must take the outbox before ``deliver`` sends anything,
+    so results keep their order."""
+    session = _sessions.get(session_uuid)
+    if session is None:
+        session = _sessions[session_uuid] = TaskSession(session_uuid=session_uuid, auth=auth)
+    session.links.append(deliver)
+    return session
+
+
+def task_session_detach(*, session: TaskSession, deliver: Deliver) -> None:
+    if deliver in session.links:
+        session.links.remove(deliver)
+    session._maybe_end()

@@ -1,0 +1,189 @@
+"""Authentication of gateway connections, shared by every WebSocket dialect.
+
+Credentials, first found wins: ``Authorization: Basic|Bearer <api key>`` or ``Bearer <jwt>``; a
+``Sec-WebSocket-Protocol`` entry ``switchboard-jwt.<jwt>`` (never echoed back: the connection is
+accepted with ``realtime`` if the client offered it, else with no subprotocol); a ``token`` query
+parameter (redacted from logs by project.logging). Connections that carry an Origin header (browsers)
+must come from REALTIME_ALLOWED_ORIGINS; clients without one (servers) are accepted on their credential.
+Last, a key or project whose monthly budget is spent is refused (``budget_exceeded``, realtime.gateway.budgets).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.api.authentication import api_key_from_authorization
+from accounts.keys import KeyRejected, api_key_verify_async
+from realtime.gateway.budgets import budget_refusal
+from realtime.gateway.limits import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, GatewayError
+
+JWT_SUBPROTOCOL_PREFIX = "switchboard-jwt."
+DIALECT_SUBPROTOCOL = "realtime"
+
+
+@dataclass(frozen=True)
+class ConnectionAuth:
+    """Who is connecting: the key (directly or behind a token) and what a token pins or limits."""
+
+    pk: str  # ApiKey row, for revocation checks and the ledger
+    key_id: str
+    project_id: int
+    project_slug: str
+    environment_id: int
+    environment: str
+    via: str  # "api_key" or "jwt"
+    deployment_key: str | None = None  # pinned by a token
+    max_session_seconds: int | None = None
+    session_config: dict | None = None
+
+
+class AuthFailed(Exception):
+    def __init__(self, error: GatewayError):
+        self.error = error
+        super().__init__(error.code)
+
+
+def _unauthorized(code: str, message: str) -> AuthFailed:
+    return AuthFailed(GatewayError(code, message, CLOSE_UNAUTHORIZED, "authentication_error"))
+
+
+def scope_header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def scope_query(scope) -> dict[str, str]:
+    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return {name: values[-1] for name, values in parsed.items()}
+
+
+def accepted_subprotocol(scope) -> str | None:
+    """``realtime`` if offered; the token entry is never chosen (that would echo it back)."""
+    return DIALECT_SUBPROTOCOL if DIALECT_SUBPROTOCOL in scope.get("subprotocols", ()) else None
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else url.strip().lower()
+
+
+def origin_check(scope) -> None:
+    origin = scope_header(scope, b"origin")
+    if origin is None:
+        return
+    allowed = {_origin_of(item) for item in settings.REALTIME_ALLOWED_ORIGINS}
+    if "*" in allowed or _origin_of(origin) in allowed:
+        return
+    raise AuthFailed(GatewayError(
+        "origin_not_allowed", "This origin may not open gateway connections.", CLOSE_FORBIDDEN, "invalid_request_error"
+    ))
+
+
+def _token_from(scope) -> str | None:
+    for entry in scope.get("subprotocols", ()):
+        if entry.startswith(JWT_SUBPROTOCOL_PREFIX):
+            return entry[len(JWT_SUBPROTOCOL_PREFIX):]
+    return scope_query(scope).get("token") or None
+
+
+async def _from_api_key(raw: str) -> ConnectionAuth:
+    try:
+        key = await api_key_verify_async(raw=raw)
+    except KeyRejected as exc:
+        raise _unauthorized(exc.reason, exc.message) from None
+    return ConnectionAuth(
+        pk=key.pk, key_id=key.key_id, project_id=key.project_id, project_slug=key.project_slug,
+        environment_id=key.environment_id, environment=key.environment, via="api_key",
+    )
+
+
+async def _within_budget(auth: ConnectionAuth) -> ConnectionAuth:
+    """Every dialect's new sessions pass here: a spent monthly budget refuses them (budget_exceeded)."""
+    refusal = await budget_refusal(auth=auth)
+    if refusal is not None:
+        raise AuthFailed(refusal)
+    return auth
+
+
+async def api_key_authenticate(*, raw: str | None) -> ConnectionAuth:
+    """An API key given the dialect's own way (a first message, a query parameter, a handshake field).
+    Raises AuthFailed with the key's rejection reason as the code, or budget_exceeded."""
+    return await _within_budget(await _from_api_key(raw or ""))
+
+
+async def _from_token(token: str) -> ConnectionAuth:
+    from realtime.gateway.tokens import TokenRejected, token_verify_async
+
+    try:
+        claims = await token_verify_async(token=token)
+    except TokenRejected as exc:
+        raise _unauthorized(exc.reason, exc.message) from None
+    return ConnectionAuth(
+        pk=claims.key_pk, key_id=claims.key_id, project_id=claims.project_id, project_slug=claims.project_slug,
+        environment_id=claims.environment_id, environment=claims.environment, via="jwt",
+        deployment_key=claims.deployment_key, max_session_seconds=claims.max_session_seconds,
+        session_config=claims.session,
+    )
+
+
+async def connection_authenticate(*, scope) -> ConnectionAuth:
+    """Check the origin, then the credential, then the budget. Raises AuthFailed with a stable code."""
+    return await _within_budget(await _credential_authenticate(scope))
+
+
+async def _credential_authenticate(scope) -> ConnectionAuth:
+    origin_check(scope)
+    header = scope_header(scope, b"authorization")
+    if header:
+        credential = api_key_from_authorization(header)
+        if credential is None:
+            raise _unauthorized("malformed_credentials", "Unsupported Authorization header.")
+        if credential.startswith("sb_") or header.lower().startswith("basic"):
+            return await _from_api_key(credential)
+        return await _from_token(credential)
+    token = _token_from(scope)
+    if token:
+        return await _from_token(token)
+    raise _unauthorized(
+        "missing_credentials",
+        "Authenticate with an API key in the Authorization header or a token (subprotocol, query or header).",
+    )
+
+
+_KEY_STATE = ("pk", "revoked_at", "expires_at", "rotation_grace_ends_at")
+
+
+def _row_is_active(row: dict | None, now) -> bool:
+    if row is None or row["revoked_at"] is not None:
+        return False
+    return all(limit is None or limit > now for limit in (row["expires_at"], row["rotation_grace_ends_at"]))
+
+
+def _api_key_is_active(api_key_pk: str) -> bool:
+    from accounts.models import ApiKey
+
+    return _row_is_active(ApiKey.objects.filter(pk=api_key_pk).values(*_KEY_STATE).first(), timezone.now())
+
+
+async def api_key_is_active(*, api_key_pk: str) -> bool:
+    """Whether a session's key may still be used (the periodic re-check behind revocation notices)."""
+    return await database_sync_to_async(_api_key_is_active)(api_key_pk)
+
+
+def _api_keys_inactive(api_key_pks: list[str]) -> list[str]:
+    from accounts.models import ApiKey
+
+    now = timezone.now()
+    rows = {str(row["pk"]): row for row in ApiKey.objects.filter(pk__in=api_key_pks).values(*_KEY_STATE)}
+    return [pk for pk in api_key_pks if not _row_is_active(rows.get(str(pk)), now)]
+
+
+async def api_keys_inactive(*, api_key_pks: list[str]) -> list[str]:
+    """Those of ``api_key_pks`` that may no longer be used (revoked, expired, deleted), in one query."""
+    return await database_sync_to_async(_api_keys_inactive)(api_key_pks)

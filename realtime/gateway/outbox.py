@@ -1,0 +1,161 @@
+"""Frames on their way to one client connection: sent in order by one task, bounded in bytes.
+
+A client that stops reading must not grow the server's memory without bound. What an ASGI server's
+``send()`` does with a frame differs (read in their sources):
+
+- uvicorn (``--ws websockets``, ``websockets-sansio`` and ``wsproto``) and granian wait in ``send()``
+  while the socket's write buffer is full (asyncio flow control above its high-water mark; granian
+  awaits tokio-tungstenite's flush). Frames then wait here, where they are counted.
+- daphne returns from ``send()`` at once: autobahn appends the frame to the Twisted transport's
+  buffer, which grows without limit (daphne issue #170). The bytes waiting there are read from the
+  transport (DaphneConnection) and counted too.
+
+Undelivered bytes are those queued here plus those in the server's transport buffer. Past
+REALTIME_CLIENT_BUFFER_BYTES ``push`` raises ClientTooSlow; the session then ends with its
+``client_too_slow`` error queued after everything already accepted, and a close (4430).
+
+A client that has stopped reading gets CLOSE_GRACE_SECONDS to take its last frames and answer the
+close. On daphne that is autobahn's close-handshake timeout for this connection (its default, under a
+second, would cut off a client that resumes reading before it reaches the close); where the frames
+cannot even be handed to the server (uvicorn, granian), the connection is then abandoned (``on_abandon``).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from realtime.gateway.fifo import Fifo
+
+logger = logging.getLogger(__name__)
+
+# Bounded memory meanwhile: nothing more is queued for a connection that is closing.
+CLOSE_GRACE_SECONDS = 5.0
+
+
+class ClientTooSlow(Exception):
+    """The client's undelivered data reached the limit: the frame was not queued."""
+
+
+class DaphneConnection:
+    """What daphne's ``send()`` does not tell: the bytes accepted but not yet written to the socket.
+
+    daphne passes ``functools.partial(Server.handle_reply, protocol)`` as ``send``; the protocol is an
+    autobahn WebSocketServerProtocol whose Twisted transport (a FileDescriptor, perhaps under a TLS
+    wrapper) holds the unwritten bytes in ``dataBuffer[offset:]`` plus ``_tempDataLen``. Twisted has no
+    public accessor for them; tests/test_client_backpressure_live.py fails if an upgrade moves them.
+    """
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, protocol, transport):
+        self.protocol = protocol
+        self.transport = transport
+
+    @classmethod
+    def of(cls, send) -> DaphneConnection | None:
+        if not isinstance(send, functools.partial) or not send.args:
+            return None
+        protocol = send.args[0]
+        transport = getattr(protocol, "transport", None)
+        for _depth in range(3):  # TLS: TLSMemoryBIOProtocol -> the TCP transport
+            if transport is None or not hasattr(protocol, "closeHandshakeTimeout"):
+                return None
+            if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+                return cls(protocol, transport)
+            transport = getattr(transport, "transport", None)
+        return None
+
+    def backlog(self) -> int:
+        transport = self.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def allow_close_handshake(self, seconds: float) -> None:
+        self.protocol.closeHandshakeTimeout = seconds
+
+
+class ClientOutbox:
+    """``accept`` once, then ``push`` text frames and ``close`` the connection; one task sends them."""
+
+    __slots__ = ("_send", "_limit", "_daphne", "_frames", "_queued_bytes", "_task", "_closing", "_on_abandon",
+                 "abandoned")
+
+    def __init__(self, send, *, limit_bytes: int, on_abandon: Callable[[], None]):
+        self._send = send
+        self._limit = limit_bytes
+        self._daphne = DaphneConnection.of(send)
+        self._frames: Fifo[dict] = Fifo()
+        self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._on_abandon = on_abandon
+        self.abandoned = False
+
+    async def accept(self, subprotocol: str | None, *, name: str) -> None:
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+
+    def undelivered_bytes(self) -> int:
+        return self._queued_bytes + (self._daphne.backlog() if self._daphne is not None else 0)
+
+    def push(self, text: str, *, bounded: bool = True) -> None:
+        """Queue a text frame. ``bounded`` frames raise ClientTooSlow past the limit (the gateway's own
+        error events are not bounded: they are few and small, and say why the connection ends)."""
+        if self._closing:
+            return
+        if bounded and self.undelivered_bytes() + len(text) > self._limit:
+            raise ClientTooSlow
+        self._frames.put({"type": "websocket.send", "text": text})
+        self._queued_bytes += len(text)
+
+    def close(self, *, code: int, reason: str) -> None:
+        """Send the close after every frame queued so far; nothing is queued after it."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._daphne is not None:
+            self._daphne.allow_close_handshake(CLOSE_GRACE_SECONDS)
+        self._frames.put({"type": "websocket.close", "code": code, "reason": reason})
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._give_up)
+
+    async def _run(self) -> None:
+        get = self._frames.get
+        while True:
+            frame = await get()
+            is_close = frame["type"] == "websocket.close"
+            if not is_close:
+                self._queued_bytes -= len(frame["text"])
+            try:
+                await self._send(frame)
+            except Exception as exc:  # the connection went away under us: nothing left to send to
+                logger.debug("client connection gone while sending: %r", exc)
+                is_close = True
+            if is_close:
+                self._closing = True
+                self._frames.clear()
+                self._queued_bytes = 0
+                return
+            frame = None  # an idle connection must not keep its last frame alive
+
+    def _give_up(self) -> None:
+        """The frames before the close could not even be handed to the server in the grace period."""
+        task = self._task
+        if task is None or task.done():
+            return
+        logger.info("client took neither its last %d bytes nor the close within %.0f s; connection abandoned",
+                    self.undelivered_bytes(), CLOSE_GRACE_SECONDS)
+        self.abandoned = True
+        task.cancel()
+        self._frames.clear()
+        self._queued_bytes = 0
+        self._on_abandon()
+
+    async def stop(self) -> None:
+        """The connection is gone: drop what is queued and end the sending task."""
+        self._closing = True
+        self._frames.clear()
+        self._queued_bytes = 0
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
