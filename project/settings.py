@@ -236,6 +236,18 @@ LOCAL_AGENT_LLM_MODEL = env_str("LOCAL_AGENT_LLM_MODEL", "gpt-4o-mini")
 LOCAL_AGENT_LLM_API_KEY = env_str("LOCAL_AGENT_LLM_API_KEY", "")
 SPEECH_WORKERS = env_int("SPEECH_WORKERS", 2, minimum=1, maximum=64)
 
+# --- Outbound destinations (realtime/lib/outbound.py) ----------------------------------------------
+# Tenants choose upstream URLs; loopback, private, link-local and other internal networks are refused
+# unless listed here (comma-separated CIDRs, e.g. 10.20.0.0/16 for self-hosted upstreams).
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
+for _network in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        __import__("ipaddress").ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"OUTBOUND_ALLOWED_NETWORKS must be comma-separated networks such as 10.0.0.0/8 or fd00::/8, got {_network!r}"
+        ) from None
+
 # --- Realtime gateway limits (realtime/gateway/limits.py, realtime/gateway/session.py) ---------------------------
 # Browser (Origin-bearing) WebSocket connections must come from one of these origins.
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", [SITE_URL])

@@ -33,6 +33,16 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# Fake upstreams in the tests listen on loopback, which the outbound policy refuses by default. The
+# SSRF tests (tests/test_outbound_policy*.py) take the allowance away again.
+TEST_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_upstreams_allowed(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = TEST_ALLOWED_NETWORKS.split(",")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_key_cache():
     key_cache.clear()
@@ -181,6 +191,7 @@ def server_factory(transactional_db, tmp_path):
             PYTHONUNBUFFERED="1",
         )
         child_env.pop("TEST_DATABASE_NAME", None)
+        child_env.setdefault("OUTBOUND_ALLOWED_NETWORKS", TEST_ALLOWED_NETWORKS)  # env={...} may override
         # "{port}" in a value becomes the server's port (e.g. REALTIME_ALLOWED_ORIGINS for a browser).
         child_env.update({name: value.replace("{port}", str(port)) for name, value in (env or {}).items()})
         log_path = tmp_path / f"server-{port}.log"

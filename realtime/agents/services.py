@@ -23,6 +23,7 @@ from accounts.models import Agent, ApiKey, Deployment, Environment, Project, Pro
 from accounts.services import api_key_create
 from realtime.agents.selectors import signing_key_signer
 from realtime.lib.crypto import secret_encrypt
+from realtime.lib.outbound import destination_refusal
 from realtime.models import SigningKey
 
 # Tokens live at most this long, so a retired signing key must verify at least this long after rotation.
@@ -86,7 +87,7 @@ def _url_error(url: str) -> str | None:
         return "Enter a ws:// or wss:// URL."
     if len(url) > 500:
         return "The URL is too long (500 characters at most)."
-    return None
+    return destination_refusal(url)
 
 
 def _tools_errors(tools) -> list[str]:
@@ -241,6 +242,8 @@ def _deployment_errors(*, project: Project, name: str, agent: Agent, task_upstre
         parsed = urlparse(task_upstream_url)
         if parsed.scheme not in ("http", "https", "ws", "wss") or not parsed.netloc or len(task_upstream_url) > 500:
             errors["task_upstream_url"] = ["Enter an http(s):// or ws(s):// URL (500 characters at most)."]
+        elif problem := destination_refusal(task_upstream_url):
+            errors["task_upstream_url"] = [problem]
     return errors
 
 

@@ -25,6 +25,9 @@ LOCAL_AGENT_PATH = "/agents/local/v1/realtime"
 class UpstreamTarget:
     url: str
     headers: dict[str, str] = field(repr=False, default_factory=dict)  # carry credentials: never logged
+    # The built-in local agent (or the operator's LOCAL_AGENT_URL): exempt from the outbound
+    # destination policy. Only upstream_target sets it, never from a tenant's URL.
+    trusted: bool = False
 
 
 class UpstreamFailed(Exception):
@@ -71,7 +74,8 @@ def upstream_target(*, agent: Agent, credential: str, session_id: str, server=No
         url = _fill(agent.url, {k: quote(v, safe="") for k, v in values.items()})
         headers = {str(name): _fill(str(value), values) for name, value in (agent.header_template or {}).items()}
         return UpstreamTarget(url, headers)
-    return UpstreamTarget(_local_agent_base(server), {"Authorization": f"Bearer {settings.LOCAL_AGENT_SECRET}"})
+    return UpstreamTarget(_local_agent_base(server), {"Authorization": f"Bearer {settings.LOCAL_AGENT_SECRET}"},
+                          trusted=True)
 
 
 def agent_session_config(*, agent: Agent, overrides: dict | None = None) -> dict | None:
@@ -105,16 +109,19 @@ def agent_session_config(*, agent: Agent, overrides: dict | None = None) -> dict
 async def upstream_connect(*, target: UpstreamTarget, max_frame_bytes: int):
     """Open the upstream WebSocket or raise UpstreamFailed with a stable code."""
     try:
-        return await outbound.websocket_connect(target.url, headers=target.headers, max_size=max_frame_bytes * 4)
+        return await outbound.websocket_connect(target.url, headers=target.headers, max_size=max_frame_bytes * 4,
+                                                trusted=target.trusted)
     except InvalidStatus as exc:
         status = exc.response.status_code
         code = "upstream_auth_failed" if status in (401, 403) else "upstream_rejected"
         raise UpstreamFailed(GatewayError(
             code, f"The upstream refused the connection (HTTP {status}).", CLOSE_UPSTREAM_UNAVAILABLE, "server_error"
         )) from None
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
+    except (OSError, TimeoutError, InvalidHandshake):
+        # One code and message for every way of not reaching it (refused by the outbound policy, no
+        # such host, connection refused, timeout, TLS): the answer says nothing about the network.
         raise UpstreamFailed(GatewayError(
-            "upstream_unavailable", f"The upstream could not be reached ({type(exc).__name__}).",
+            "upstream_unavailable", "The upstream could not be reached.",
             CLOSE_UPSTREAM_UNAVAILABLE, "server_error",
         )) from None
 

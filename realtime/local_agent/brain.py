@@ -151,7 +151,9 @@ async def _llm_reply(*, items, instructions, tools, tool_choice) -> AsyncIterato
     headers = {"Authorization": f"Bearer {settings.LOCAL_AGENT_LLM_API_KEY}"} if settings.LOCAL_AGENT_LLM_API_KEY else {}
     calls: dict[int, dict] = {}
     try:
-        async for chunk in outbound.http_post_sse(settings.LOCAL_AGENT_LLM_URL, payload=payload, headers=headers):
+        # trusted: the operator's own setting, not a tenant's URL.
+        async for chunk in outbound.http_post_sse(settings.LOCAL_AGENT_LLM_URL, payload=payload, headers=headers,
+                                                  trusted=True):
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
                 if delta.get("content"):

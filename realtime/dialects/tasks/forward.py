@@ -19,6 +19,13 @@ from realtime.dialects.tasks import TaskContext, TaskFailed
 from realtime.lib import outbound
 
 MODEL_TASK_TYPES = ("text2img", "img2img", "inpainting", "image2text")
+# The result fields docs/dialects.md documents per task type: nothing else an upstream answers is
+# passed back (an upstream's own data, e.g. an internal service's, must not reach the client).
+_IMAGE_RESULT = ("imageUUID", "imageURL", "imageBase64Data", "imageDataURI", "width", "height", "seed",
+                 "NSFWContent", "cost")
+RESULT_FIELDS = {"text2img": _IMAGE_RESULT, "img2img": _IMAGE_RESULT, "inpainting": _IMAGE_RESULT,
+                 "image2text": ("text", "cost")}
+UNREACHABLE = "The task upstream could not be reached or did not answer."
 
 
 def _task_upstream(ctx: TaskContext, deployment_key: str | None) -> tuple[str, str, str]:
@@ -33,7 +40,7 @@ def _task_upstream(ctx: TaskContext, deployment_key: str | None) -> tuple[str, s
     return deployment.task_upstream_url, deployment.name, deployment.deployment_key
 
 
-def _answer_for(payload, task_uuid: str) -> dict | None:
+def _answer_for(payload, task_uuid: str, task_type: str) -> dict | None:
     """The result (or raise the error) for ``task_uuid`` in an upstream answer; None if not in it."""
     if isinstance(payload, dict) and isinstance(payload.get("errors"), list):
         for error in payload["errors"]:
@@ -45,23 +52,24 @@ def _answer_for(payload, task_uuid: str) -> dict | None:
     items = items if isinstance(items, list) else [items]
     for item in items:
         if isinstance(item, dict) and item.get("taskUUID") in (None, task_uuid):
-            return {k: v for k, v in item.items() if k not in ("taskType", "taskUUID")}
+            return {k: item[k] for k in RESULT_FIELDS.get(task_type, ()) if k in item}
     return None
 
 
 async def _over_http(url: str, task: dict) -> dict:
     try:
         response = await outbound.http_post_json(url, payload=[task], timeout=settings.TASKS_UPSTREAM_TIMEOUT_SECONDS)
-    except httpx.HTTPError as exc:
-        raise TaskFailed("task_upstream_unavailable",
-                         f"The task upstream could not be reached ({type(exc).__name__}).") from None
+    except httpx.HTTPError:
+        # One code and message for every way of not reaching it (the outbound policy's refusal
+        # included): the answer says nothing about the network.
+        raise TaskFailed("task_upstream_unavailable", UNREACHABLE) from None
     try:
         payload = response.json()
     except ValueError:
         payload = None
     if response.status_code >= 400 and not (isinstance(payload, dict) and payload.get("errors")):
         raise TaskFailed("task_upstream_failed", f"The task upstream answered HTTP {response.status_code}.")
-    answer = _answer_for(payload, task["taskUUID"])
+    answer = _answer_for(payload, task["taskUUID"], task["taskType"])
     if answer is None:
         raise TaskFailed("task_upstream_failed", "The task upstream's answer holds no result for this task.")
     return answer
@@ -75,16 +83,15 @@ async def _over_websocket(url: str, task: dict) -> dict:
                 await ws.send(json.dumps([task]))
                 while True:
                     try:
-                        answer = _answer_for(json.loads(await ws.recv()), task["taskUUID"])
+                        answer = _answer_for(json.loads(await ws.recv()), task["taskUUID"], task["taskType"])
                     except ValueError:
                         continue
                     if answer is not None:
                         return answer
             finally:
                 await ws.close()
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise TaskFailed("task_upstream_unavailable",
-                         f"The task upstream could not be reached or did not answer ({type(exc).__name__}).") from None
+    except (OSError, TimeoutError, WebSocketException):
+        raise TaskFailed("task_upstream_unavailable", UNREACHABLE) from None
 
 
 async def forward(task: dict, ctx: TaskContext) -> dict:
