@@ -92,3 +92,17 @@ def test_private_keys_are_stored_encrypted(dev_key):
     key = SigningKey.objects.get()
     assert "PRIVATE KEY" not in key.private_key_encrypted
     assert key.private_key_encrypted.startswith("gAAAA")  # a Fernet token
+
+
+def test_an_emergency_rotation_also_ends_keys_retired_by_an_earlier_rotation(client, dev_key):
+    row, _ = dev_key
+    first_token, _ = token_mint(api_key_pk=str(row.pk))
+    call_command("rotate_signing_key", stdout=StringIO())  # the first key keeps verifying for an hour
+    second_token, _ = token_mint(api_key_pk=str(row.pk))
+    call_command("rotate_signing_key", "--verify-seconds", "0", stdout=StringIO())
+    public_key_cache.clear()
+    for token in (first_token, second_token):
+        with pytest.raises(TokenRejected) as caught:
+            token_verify(token=token)
+        assert caught.value.reason == "token_bad_signature"
+    assert len(_jwks(client)) == 1

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import uuid
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import websockets
 from PIL import Image
@@ -42,6 +43,12 @@ async def expect_closed_with_error(ws) -> tuple[dict, int]:
         except websockets.ConnectionClosed:
             pass
     return message["errors"][0], ws.close_code
+
+
+def prompt_of(result: dict) -> str:
+    """The prompt TaskUpstream put into a result's imageURL (the result has no undocumented field)."""
+    assert "internal" not in result, result
+    return parse_qs(urlsplit(result["imageURL"]).query)["prompt"][0]
 
 
 def task_uuid() -> str:
@@ -107,7 +114,9 @@ class TaskUpstream:
             await self._gate(task["taskUUID"])
             await ws.send(json.dumps({"data": [{
                 "taskType": task["taskType"], "taskUUID": task["taskUUID"],
-                "imageURL": f"https://images.example/{task['taskUUID']}.png", "prompt": task.get("positivePrompt"),
+                # The prompt comes back in a documented field; an undocumented one is dropped by the gateway.
+                "imageURL": f"https://images.example/{task['taskUUID']}.png?" + urlencode({"prompt": task.get("positivePrompt")}),
+                "internal": "an upstream's own data",
             }]}))
             await ws.wait_closed()
         except websockets.ConnectionClosed:

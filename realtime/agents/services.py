@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -54,13 +54,15 @@ def signing_key_current() -> SigningKey:
 
 @transaction.atomic
 def signing_key_rotate(*, verify_for: timedelta | None = None) -> tuple[SigningKey, list[SigningKey]]:
-    """A new key signs from now; the previous signing keys stop signing but keep verifying for
-    ``verify_for`` (default: the longest token lifetime) so no token in flight breaks."""
+    """A new key signs from now; every older key stops signing and verifies at most ``verify_for``
+    longer (default: the longest token lifetime, so no token in flight breaks). Keys retired by an
+    earlier rotation are shortened too: ``verify_for=0`` (a compromised key) ends them all at once."""
     now = timezone.now()
     until = now + (verify_for if verify_for is not None else timedelta(seconds=TOKEN_MAX_TTL_SECONDS))
-    retired = list(SigningKey.objects.select_for_update().filter(retired_at__isnull=True))
+    retired = list(SigningKey.objects.select_for_update().filter(
+        Q(retired_at__isnull=True) | Q(verify_until__isnull=True) | Q(verify_until__gt=until)))
     for key in retired:
-        key.retired_at = now
+        key.retired_at = key.retired_at or now
         if key.verify_until is None or key.verify_until > until:
             key.verify_until = until
         key.save(update_fields=["retired_at", "verify_until"])

@@ -33,7 +33,6 @@ TOKEN_DEFAULT_TTL_SECONDS = 300
 LEEWAY_SECONDS = 5  # clock skew between hosts of one deployment
 MAX_SESSION_CONFIG_BYTES = 16 * 1024
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "key", "project", "project_id", "environment"]
-PUBLIC_KEY_CACHE_SECONDS = 30.0
 
 
 class TokenRejected(Exception):
@@ -76,6 +75,8 @@ class TokenClaims:
 
 
 # --- Public keys by kid (a small in-process cache: verification is on every browser connect) -------
+# An entry is re-read after REALTIME_KEY_RECHECK_SECONDS, so a signing key retired in an emergency
+# (rotate_signing_key --verify-seconds 0) stops verifying in every process within that interval.
 
 class _PublicKeyCache:
     def __init__(self):
@@ -86,7 +87,7 @@ class _PublicKeyCache:
         """(public key, verify_until) or None when unknown or no longer verifying."""
         with self._lock:
             entry = self._entries.get(kid)
-        if entry is None or time.monotonic() - entry[0] > PUBLIC_KEY_CACHE_SECONDS:
+        if entry is None or time.monotonic() - entry[0] > settings.REALTIME_KEY_RECHECK_SECONDS:
             row = SigningKey.objects.filter(kid=kid).only("kid", "public_key_pem", "verify_until").first()
             if row is None:
                 return None
