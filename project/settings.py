@@ -326,6 +326,14 @@ X_FRAME_OPTIONS = "DENY"
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+# Every record of every logger is redacted of keys, tokens and credentials (project/logging.py); the
+# servers' own loggers (uvicorn's handshake and access lines included) write through the same handler.
+__import__("project.logging").logging.install()
+for _secret in (SECRET_KEY, LOCAL_AGENT_SECRET, LOCAL_AGENT_LLM_API_KEY, *CREDENTIALS_ENCRYPTION_KEYS):
+    __import__("project.logging").logging.register_secret(_secret)
+# uvicorn --no-access-log leaves its access logger without handlers and not propagating: keep it off.
+_uvicorn_access = __import__("logging").getLogger("uvicorn.access")
+_UVICORN_ACCESS_OFF = not _uvicorn_access.handlers and not _uvicorn_access.propagate
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -336,5 +344,10 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # uvicorn configures its own handlers before loading the app; these replace them with ours.
+        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.error": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "uvicorn.access": {"handlers": [] if _UVICORN_ACCESS_OFF else ["console"], "level": LOG_LEVEL,
+                           "propagate": False},
     },
 }

@@ -6,6 +6,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Agent, Deployment, Environment, Project
+from project.logging import register_secret
 from realtime.lib.crypto import secret_decrypt
 from realtime.models import SigningKey
 
@@ -20,8 +21,11 @@ def agent_get(*, project: Project, agent_id: int) -> Agent:
 
 
 def agent_credential(*, agent: Agent) -> str:
-    """The decrypted upstream credential ('' when none). Only the gateway's upstream client uses it."""
-    return secret_decrypt(agent.credential_encrypted)
+    """The decrypted upstream credential ('' when none). Only the gateway's upstream client uses it;
+    from now on every log line of this process has it redacted, whatever header or URL carries it."""
+    credential = secret_decrypt(agent.credential_encrypted)
+    register_secret(credential)
+    return credential
 
 
 def deployment_list(*, project: Project, environment_id: int | None = None) -> QuerySet[Deployment]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -97,10 +98,10 @@ class _PublicKeyCache:
                 if len(self._entries) > 1000:
                     self._entries.clear()
                 self._entries[kid] = entry
-        _, public, verify_until = entry
+        _, cached, verify_until = entry
         if verify_until is not None and timezone.now() >= verify_until:
             return None
-        return public
+        return cached
 
     def clear(self) -> None:
         with self._lock:
@@ -184,6 +185,7 @@ def token_mint(
         claims["session"] = session
     signer = signing_key_current()
     private = serialization.load_pem_private_key(secret_decrypt(signer.private_key_encrypted).encode(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)  # signing_key_create makes only these
     token = jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": signer.kid, "typ": "JWT"})
     return token, datetime.fromtimestamp(expires, tz=UTC)
 
@@ -290,7 +292,7 @@ def token_verify(*, token: str) -> TokenClaims:
     except ValueError:
         raise TokenRejected("token_malformed") from None
     now = timezone.now()
-    row = _check_key_usable(_key_row(key_pk), now)
+    row = _check_key_usable(_key_row(str(key_pk)), now)
     claims = _claims_from(payload, row)
     if claims.single_use:
         _remember_single_use(claims, now)

@@ -76,8 +76,9 @@ async def _resolve(host: str, port: int) -> list[tuple[int, tuple]]:
     """(family, sockaddr) of every address the host resolves to that the policy allows."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    usable = [(family, sockaddr) for family, _, _, _, sockaddr in infos
-              if family in (socket.AF_INET, socket.AF_INET6) and address_allowed(sockaddr[0])]
+    usable: list[tuple[int, tuple]] = [
+        (family, sockaddr) for family, _, _, _, sockaddr in infos
+        if family in (socket.AF_INET, socket.AF_INET6) and address_allowed(str(sockaddr[0]))]
     if not usable:
         raise DestinationRefused(f"no allowed address for {host}")
     return usable
@@ -124,7 +125,7 @@ def destination_refusal(url: str) -> str | None:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return None  # unknown today: the connect-time check decides
-    addresses = [info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    addresses = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
     if any(not address_allowed(address) for address in addresses):
         return message
     return None
