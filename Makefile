@@ -9,6 +9,10 @@ PORT ?= 8000
 TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
+# make run serves with uvicorn, the production server (README.md, "Running several processes"): frames
+# and messages up to 16 MiB reach the application, which answers over-size ones with frame_too_large.
+SERVER_ARGS := --loop uvloop --http httptools --ws websockets-sansio --ws-per-message-deflate false --ws-max-size 16777216 --lifespan off
+
 .PHONY: install run test lint test-postgres test-sqlite services chromium bench clean
 
 $(STAMP): requirements.txt $(wildcard package.json package-lock.json)
@@ -23,7 +27,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@echo "Switchboard is serving at http://$(HOST):$(PORT)/"
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) project.asgi:application
+	$(VENV)/bin/uvicorn project.asgi:application --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 services:
 	@bash scripts/services.sh

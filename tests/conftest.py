@@ -195,7 +195,9 @@ def server_factory(transactional_db, tmp_path):
         # "{port}" in a value becomes the server's port (e.g. REALTIME_ALLOWED_ORIGINS for a browser).
         child_env.update({name: value.replace("{port}", str(port)) for name, value in (env or {}).items()})
         log_path = tmp_path / f"server-{port}.log"
-        command = argv or [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+        # The daphne command README.md documents: autobahn's 1 MiB default would drop larger frames.
+        command = argv or [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                           "--websocket-max-message-size", "16777216", "--websocket-max-frame-size", "16777216", app]
         command = [part.replace("{port}", str(port)) for part in command]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT)
