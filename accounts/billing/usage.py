@@ -64,11 +64,19 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=UTC)
 
 
+# Days and months outside these years are refused as invalid: day and month arithmetic near the ends of
+# the calendar (9999-12-31 plus a day) overflows.
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
 def _parse_day(value: str, field: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidInput("invalid_date", f"{field} must be a date as YYYY-MM-DD.", field=field) from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise InvalidInput("invalid_date", f"{field} must be a date between {MIN_YEAR} and {MAX_YEAR}.", field=field)
+    return day
 
 
 def usage_period_parse(*, start: str | None, end: str | None) -> tuple[dt.date, dt.date]:
@@ -84,9 +92,12 @@ def usage_period_parse(*, start: str | None, end: str | None) -> tuple[dt.date, 
 
 def usage_month_parse(value: str) -> dt.date:
     try:
-        return dt.datetime.strptime(value, "%Y-%m").date()
+        month = dt.datetime.strptime(value, "%Y-%m").date()
     except ValueError:
         raise InvalidInput("invalid_month", "The month must be YYYY-MM.", field="month") from None
+    if not MIN_YEAR <= month.year <= MAX_YEAR:
+        raise InvalidInput("invalid_month", f"The month must be between {MIN_YEAR} and {MAX_YEAR}.", field="month")
+    return month
 
 
 def usage_lines(*, project_id: int, start: dt.date, end: dt.date, environment: str | None = None,

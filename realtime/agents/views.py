@@ -16,6 +16,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.api.parsers import JsonTooDeep, json_loads_bounded
 from accounts.models import Agent, Deployment, EnvironmentKind
 from accounts.selectors import MANAGER_ROLES, membership_get_for_user
 from realtime.agents import selectors, services
@@ -59,7 +60,9 @@ def console_token(request, slug):
     except Http404:
         return _json_error("not_found", "Not found.", 404)
     try:
-        body = json.loads(request.body or b"{}")
+        body = json_loads_bounded(request.body or b"{}")
+    except JsonTooDeep as exc:
+        return _json_error("malformed_json", str(exc), 400)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return _json_error("malformed_json", "The body is not valid JSON.", 400)
     if not isinstance(body, dict):
