@@ -130,11 +130,11 @@ async def _budget_close(sid: str, error: GatewayError) -> None:
 
 
 @sio.event
-async def message(sid, data):
+async def message(sid, data=None, *extra):  # an emit with no payload, or several, is refused below
     connection = _connections.get(sid)
     if connection is None:
         return
-    if not isinstance(data, str):
+    if not isinstance(data, str) or extra:
         await sio.emit("error", _error("invalid_message", "A message is a string."), to=sid)
         return
     size = len(data.encode("utf-8"))

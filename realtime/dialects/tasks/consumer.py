@@ -141,6 +141,9 @@ class TasksConsumer(AsyncWebsocketConsumer):
                 await self._refuse(exc)
             return
         tasks = message if isinstance(message, list) else [message]
+        if not tasks:  # an empty array would otherwise go unanswered
+            await self.send(error_message("invalid_task", "A message holds a task or an array of at least one task."))
+            return
         if len(tasks) > settings.TASKS_MAX_PENDING:
             await self.send(error_message("too_many_tasks", f"At most {settings.TASKS_MAX_PENDING} tasks a message."))
             return
