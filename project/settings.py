@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "project.security.SecurityHeadersMiddleware",  # CSP and Permissions-Policy on every response
     "django.middleware.security.SecurityMiddleware",
     "accounts.api.middleware.ApiJsonErrorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
