@@ -73,3 +73,15 @@ def sign_in(page, server, email: str) -> None:
     page.get_by_label("Password").fill(BROWSER_PASSWORD)
     page.get_by_role("button", name="Sign In").click()
     expect(page).to_have_url(f"{server.http_url}/projects/")
+
+
+def wait_for_function(page, expression: str, timeout: float = 30_000) -> None:
+    """page.wait_for_function without eval: Playwright builds its predicate with eval in the page,
+    which the Content-Security-Policy refuses; page.evaluate runs outside the page's CSP."""
+    import time
+
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression} still false after {timeout} ms")
+        page.wait_for_timeout(100)  # polling the page's state, as Playwright's own wait does

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from realtime.lib import audio
 from realtime.local_agent import speech
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in, wait_for_function
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -149,15 +149,15 @@ def test_talk_to_the_local_agent_by_voice_and_by_typing(console_server, console_
         assert page.locator("#event-log li[data-direction=out][data-type='input_audio_buffer.append']").count() > 10
 
         # The playback worklet played the agent's voice: at least half a second of non-silent samples.
-        page.wait_for_function("window.switchboardConsole.stats.playbackNonSilentSamples > 12000",
+        wait_for_function(page, "window.switchboardConsole.stats.playbackNonSilentSamples > 12000",
                                timeout=AGENT_TIMEOUT_MS)
         # Turn latency was measured (speech_stopped to the first audio delta).
         assert meter(page, "meter-latency") > 0
 
         # The gateway's metering reached the ledger and the meters.
-        page.wait_for_function("Number(document.getElementById('meter-audio-in').dataset.value) > 1", timeout=20_000)
-        page.wait_for_function("Number(document.getElementById('meter-audio-out').dataset.value) > 0.5")
-        page.wait_for_function("Number(document.getElementById('meter-tokens').dataset.value) > 0")
+        wait_for_function(page, "Number(document.getElementById('meter-audio-in').dataset.value) > 1", timeout=20_000)
+        wait_for_function(page, "Number(document.getElementById('meter-audio-out').dataset.value) > 0.5")
+        wait_for_function(page, "Number(document.getElementById('meter-tokens').dataset.value) > 0")
 
         # A typed turn, answered in the same conversation.
         page.get_by_label("Message").fill("what time is it")
@@ -231,8 +231,8 @@ def test_push_to_talk_with_a_tool_and_resume_after_a_dropped_connection(console_
         page.get_by_role("button", name="Start microphone").click()
         page.get_by_role("button", name="Hold to talk").hover()
         page.mouse.down()
-        page.wait_for_function("parseFloat(document.getElementById('level-bar').style.width) > 30", timeout=20_000)
-        page.wait_for_function("parseFloat(document.getElementById('level-bar').style.width) === 0", timeout=20_000)
+        wait_for_function(page, "parseFloat(document.getElementById('level-bar').style.width) > 30", timeout=20_000)
+        wait_for_function(page, "parseFloat(document.getElementById('level-bar').style.width) === 0", timeout=20_000)
         page.mouse.up()
         expect(log_rows(page, "input_audio_buffer.commit", "out")).to_have_count(1)
         user_turn = page.locator("#transcript li.turn.user").first
@@ -267,7 +267,7 @@ def test_speaking_over_the_agent_stops_playback_and_truncates_what_was_not_heard
         # is still playing however slowly the shared machine starts the microphone and detects speech.
         page.get_by_label("Message").fill(" ".join(["the quick brown fox jumps over the lazy dog"] * 16))
         page.get_by_role("button", name="Send", exact=True).click()
-        page.wait_for_function("window.switchboardConsole.stats.playbackNonSilentSamples > 2400",
+        wait_for_function(page, "window.switchboardConsole.stats.playbackNonSilentSamples > 2400",
                                timeout=AGENT_TIMEOUT_MS)
         # Now the user speaks over it (the microphone file starts with a second of silence).
         page.get_by_role("button", name="Start microphone").click()
