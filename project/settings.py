@@ -270,6 +270,9 @@ if not (len(BILLING_CURRENCY) == 3 and BILLING_CURRENCY.isascii() and BILLING_CU
 BILLING_SPEND_CACHE_SECONDS = env_float("BILLING_SPEND_CACHE_SECONDS", 5.0, minimum=0.1)
 if BILLING_SPEND_CACHE_SECONDS > 60:
     raise ImproperlyConfigured("BILLING_SPEND_CACHE_SECONDS must be at most 60")
+# Usage that cannot reach the database waits here (one fsynced file per process) until it is written;
+# a process adopts the files of processes that ended. Must be on durable, process-shared storage.
+BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-spool"))
 # A live session whose budget is spent is warned, then closed after this long.
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
