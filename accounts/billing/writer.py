@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -197,6 +198,38 @@ def _write(store: _Store, batches: list[UsageBatch]) -> bool:
     return True
 
 
+def _store_get() -> _Store:
+    global _store
+    if _store is None:
+        _store = _Store()
+    return _store
+
+
+def _keep(store: _Store) -> None:
+    """The keeper thread: every interval, on the writer thread, adopt spools of ended processes and
+    retry what waits in the spool, whether or not this process has sessions (a restarted process
+    writes what its previous life spooled). Costs nothing when there is nothing to write."""
+    while True:
+        time.sleep(settings.REALTIME_METER_FLUSH_SECONDS)
+        try:
+            store.executor.submit(_write, store, []).result()
+        except Exception:
+            logger.exception("the usage spool keeper failed; retrying")
+
+
+_keeper: threading.Thread | None = None
+_keeper_lock = threading.Lock()
+
+
+def usage_spool_keeper_start() -> None:
+    """Start the keeper (once per process; the ASGI application does, at import)."""
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None:
+            _keeper = threading.Thread(target=_keep, args=(_store_get(),), name="usage-spool-keeper", daemon=True)
+            _keeper.start()
+
+
 # --- The process's writer ---------------------------------------------------------------------------
 
 _store: _Store | None = None
@@ -205,12 +238,10 @@ _writer: UsageWriter | None = None
 
 def usage_writer() -> UsageWriter:
     """This process's writer, bound to the running event loop (started on first use)."""
-    global _store, _writer
+    global _writer
     loop = asyncio.get_running_loop()
     if _writer is None or _writer.loop is not loop:
-        if _store is None:
-            _store = _Store()
-        _writer = UsageWriter(_store)
+        _writer = UsageWriter(_store_get())
     return _writer
 
 
