@@ -63,7 +63,7 @@ def budget_state_load(*, project_id: int) -> BudgetState:
 
 
 class _BudgetCache:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, BudgetState] = {}
 

@@ -45,7 +45,7 @@ class _Store:
     """What outlives a writer bound to a closed event loop (tests run one loop per test): the spool,
     the batches it holds and the carried price remainders. Touched from the writer thread only."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.spool = UsageSpool(settings.BILLING_SPOOL_DIR)
         self.unwritten: list[UsageBatch] = []  # what the spool file holds, oldest first
         self.remainders: dict[str, dict[str, int]] = {}  # by meter id
