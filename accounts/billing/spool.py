@@ -52,10 +52,19 @@ def _read(handle: IO[bytes], path: Path) -> list[UsageBatch]:
 
 
 class UsageSpool:
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self._directory = Path(directory) if directory is not None else None
         self.path: Path | None = None
         self._handle: IO[bytes] | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The given directory, else BILLING_SPOOL_DIR as it is now (read late: tests set it per run)."""
+        if self._directory is not None:
+            return self._directory
+        from django.conf import settings
+
+        return Path(settings.BILLING_SPOOL_DIR)
 
     def _open(self) -> IO[bytes]:
         if self._handle is None:

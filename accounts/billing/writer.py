@@ -46,7 +46,7 @@ class _Store:
     the batches it holds and the carried price remainders. Touched from the writer thread only."""
 
     def __init__(self) -> None:
-        self.spool = UsageSpool(settings.BILLING_SPOOL_DIR)
+        self.spool = UsageSpool()
         self.unwritten: list[UsageBatch] = []  # what the spool file holds, oldest first
         self.remainders: dict[str, dict[str, int]] = {}  # by meter id
         self.adopted_at = 0.0
