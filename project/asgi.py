@@ -10,6 +10,7 @@ django_asgi_app = get_asgi_application()
 import socketio  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from project.health import operations_application  # noqa: E402
 from realtime.dialects.rooms import sio  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -24,3 +25,5 @@ application = socketio.ASGIApp(
     ),
     socketio_path="socket.io",
 )
+# /healthz, /readyz, /metrics; the process monitor and the SIGTERM drain (project/health.py).
+application = operations_application(application)
