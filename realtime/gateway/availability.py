@@ -230,3 +230,13 @@ async def within_admission_bound(coro):
     task.add_done_callback(_abandoned.discard)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved" noise
     raise TimeoutError("admission timed out")
+
+
+def failure_logged(log: logging.Logger, message: str, exc: BaseException, *args) -> None:
+    """Log a failed background step: an outage once (its dependency marked down, one line per outage),
+    anything else with its traceback (a bug)."""
+    dependency = outage_of(exc)
+    if dependency is None:
+        log.error(message, *args, exc_info=exc)
+    else:
+        dependency.mark_down(exc)

@@ -381,8 +381,9 @@ class GatewaySession:
                 next_flush = now + settings.REALTIME_METER_FLUSH_SECONDS
                 try:
                     await self._meter.flush()
-                except Exception:  # the database may be briefly away; the batch is retried with its key
-                    logger.exception("usage flush failed for session %s; will retry", self.session_id)
+                except Exception as exc:  # the database may be briefly away; the batch is retried with its key
+                    availability.failure_logged(logger, "usage flush failed for session %s; will retry", exc,
+                                                self.session_id)
             if await budget.step(now, warn=self._budget_warn, close=self._budget_close):
                 return
             if now >= next_lease:
@@ -392,8 +393,8 @@ class GatewaySession:
                     await buffer.session_owner_refresh(session_id=self.session_id, project_id=self.auth.project_id)
                     await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
                                                       limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
-                except Exception:
-                    logger.exception("lease refresh failed for session %s", self.session_id)
+                except Exception as exc:
+                    availability.failure_logged(logger, "lease refresh failed for session %s", exc, self.session_id)
 
     # --- Closing ----------------------------------------------------------------------------------
 
@@ -454,8 +455,8 @@ class GatewaySession:
         for step in steps:
             try:
                 await step()
-            except Exception:
-                logger.exception("release step failed for session %s", self.session_id)
+            except Exception as exc:
+                availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
         if self._record_id is not None:
             await database_sync_to_async(session_record_end)(record_id=self._record_id, close_reason=reason)
 

@@ -369,6 +369,19 @@ class Haproxy(Process):
         return f"ws://127.0.0.1:{self.port}"
 
 
+class EchoUpstream(Process):
+    """bench/echo_upstream.py: a realtime agent that echoes every client event (session.created first)."""
+
+    name = "echo-upstream"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(BASE_DIR / "bench" / "echo_upstream.py"), "--port", str(self.port)]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+
 _counter = itertools.count(1)
 
 
@@ -388,6 +401,7 @@ class Cluster:
         self.gateways = [Gateway(self.workdir, {}, index) for index in range(1, gateways + 1)]
         self.haproxy = Haproxy(self.workdir, self.gateways) if haproxy else None
         self._keys = itertools.count(1)
+        self.extras: list[Process] = []
 
     def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -426,7 +440,8 @@ class Cluster:
         return self
 
     def close(self) -> None:
-        parts: list[Process] = [*([self.haproxy] if self.haproxy else []), *self.gateways, self.postgres, self.redis]
+        parts: list[Process] = [*([self.haproxy] if self.haproxy else []), *self.gateways, *self.extras,
+                                self.postgres, self.redis]
         for part in parts:
             try:
                 part.stop()
@@ -453,6 +468,25 @@ class Cluster:
         """A new development key of ``project`` (created with its owner when absent)."""
         return self.manage("createkey", "--project", project, "--env", "development",
                            "--name", f"key {next(self._keys)}-{uuid.uuid4().hex[:6]}", "--owner", owner).strip()
+
+    def custom_deployment(self, url: str, project: str = "fleet") -> None:
+        """Point ``project``'s development environment at a custom upstream URL (its default deployment)."""
+        code = (
+            "from accounts.models import EnvironmentKind, Project\n"
+            "from realtime.agents.services import agent_create, deployment_create\n"
+            f"project = Project.objects.get(slug={project!r})\n"
+            "environment = project.environments.get(kind=EnvironmentKind.DEVELOPMENT)\n"
+            f"agent = agent_create(project=project, data={{'name': 'Echo', 'provider': 'custom', 'url': {url!r}}})\n"
+            "deployment_create(project=project, environment=environment, agent=agent, name='Echo dep', is_default=True)\n"
+        )
+        self.manage("shell", "-c", code)
+
+    def echo_upstream(self) -> EchoUpstream:
+        """Start an echo upstream for this cluster (stopped with it)."""
+        upstream = EchoUpstream(self.workdir)
+        upstream.start()
+        self.extras.append(upstream)
+        return upstream
 
     @property
     def entry(self) -> Process:
