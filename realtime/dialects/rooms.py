@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import socketio
 from django.conf import settings
 
+from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authenticate, api_key_is_active
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
@@ -98,6 +99,10 @@ def _error(code: str, message: str) -> dict:
 
 @sio.event
 async def connect(sid, environ, auth):
+    refusal = availability.admission_check()  # an outage or a drain: refused at once, with its code
+    if refusal is not None:
+        metrics.error_sent(refusal.code)
+        raise socketio.exceptions.ConnectionRefusedError(refusal.message, {"code": refusal.code})
     api_key = auth.get("apiKey") if isinstance(auth, dict) else None
     if not isinstance(api_key, str) or not api_key:
         raise socketio.exceptions.ConnectionRefusedError(
@@ -114,6 +119,7 @@ async def connect(sid, environ, auth):
         bucket=TokenBucket(rate=settings.ROOMS_MESSAGES_PER_SECOND, burst=settings.ROOMS_MESSAGE_BURST),
     )
     await sio.enter_room(sid, room)
+    metrics.session_opened("rooms")
     _sweeper_ensure()
     connection.budget_watch = asyncio.get_running_loop().create_task(
         budget_watch(auth=key, warn=lambda error: _budget_warn(sid, error), close=lambda error: _budget_close(sid, error)),
@@ -158,6 +164,7 @@ _meters_closing: set[asyncio.Task] = set()
 async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
+        metrics.session_closed("rooms", str(reason or "client_closed"))
         watch = connection.budget_watch
         if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
             watch.cancel()
@@ -166,3 +173,17 @@ async def disconnect(sid, reason=None):
         task = asyncio.get_running_loop().create_task(connection.meter.close(), name=f"rooms-meter-close:{sid}")
         _meters_closing.add(task)
         task.add_done_callback(_meters_closing.discard)
+
+
+async def _drain() -> None:
+    """SIGTERM: tell every connection why before the server closes it; a Socket.IO client may simply
+    reconnect (another process serves the same room)."""
+    error = {**_error(availability.SERVER_SHUTTING_DOWN.code,
+                      "This gateway process is shutting down; reconnect (the room is served by other processes)."),
+             "resumable": True}
+    for sid in list(_connections):
+        await sio.emit("error", error, to=sid)
+        await sio.disconnect(sid)
+
+
+drain.drain_hook("rooms", _drain)
