@@ -36,27 +36,40 @@ SERVER_SHUTTING_DOWN = GatewayError(
 
 
 class Dependency:
-    """Up/down state of one dependency, logged once per change."""
+    """Up/down state of one dependency, logged once per outage. A failure within FLAP_SECONDS of a
+    recovery (typically a pooled connection the outage closed, met on first use) continues the same
+    outage in the log rather than starting a new one."""
+
+    FLAP_SECONDS = 5.0
 
     def __init__(self, name: str):
         self.name = name
         self.down_since: float | None = None
+        self._up_since = float("-inf")
+        self._quiet = False
 
     @property
     def up(self) -> bool:
         return self.down_since is None
 
     def mark_down(self, error: BaseException | str) -> None:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-            detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-            logger.warning("%s unavailable: %s; new sessions are refused with service_unavailable until it is back",
-                           self.name, str(detail)[:300])
+        if self.down_since is not None:
+            return
+        now = time.monotonic()
+        self.down_since = now
+        self._quiet = now - self._up_since < self.FLAP_SECONDS
+        detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        logger.log(logging.DEBUG if self._quiet else logging.WARNING,
+                   "%s unavailable: %s; new sessions are refused with service_unavailable until it is back",
+                   self.name, str(detail)[:300])
 
     def mark_up(self) -> None:
         if self.down_since is not None:
-            logger.info("%s available again after %.1f s", self.name, time.monotonic() - self.down_since)
+            now = time.monotonic()
+            logger.log(logging.DEBUG if self._quiet else logging.INFO, "%s available again after %.1f s",
+                       self.name, now - self.down_since)
             self.down_since = None
+            self._up_since = now
 
 
 redis_dependency = Dependency("redis")
@@ -140,6 +153,7 @@ class Prober:
     def __init__(self) -> None:
         self._redis = None
         self._pg = None
+        self._pg_task: asyncio.Task | None = None
 
     async def redis(self) -> None:
         if not settings.REDIS_URL:
@@ -157,23 +171,34 @@ class Prober:
             raise
 
     async def database(self) -> None:
+        """``select 1`` in a task of its own, awaited at most PROBE_TIMEOUT_SECONDS: a hung server is
+        never cancelled at (psycopg's cancel would wait on it too); the next probe waits for the same
+        task, which ends when the server answers again."""
         db = settings.DATABASES["default"]
         if db["ENGINE"] != "django.db.backends.postgresql":
             return  # SQLite: a file, nothing to reach
+        task = self._pg_task
+        if task is None or task.done():
+            task = self._pg_task = asyncio.get_running_loop().create_task(self._select_one(db), name="fleet-db-probe")
+        done, _pending = await asyncio.wait({task}, timeout=PROBE_TIMEOUT_SECONDS)
+        if not done:
+            raise TimeoutError
+        task.result()
+
+    async def _select_one(self, db: dict) -> None:
         import psycopg
 
         try:
             if self._pg is None:
-                self._pg = await asyncio.wait_for(psycopg.AsyncConnection.connect(
+                self._pg = await psycopg.AsyncConnection.connect(
                     dbname=db["NAME"], user=db.get("USER") or None, password=db.get("PASSWORD") or None,
                     host=db.get("HOST") or None, port=db.get("PORT") or None,
                     connect_timeout=max(1, int(PROBE_TIMEOUT_SECONDS)), autocommit=True,
-                ), PROBE_TIMEOUT_SECONDS)
-            await asyncio.wait_for(self._pg.execute("select 1"), PROBE_TIMEOUT_SECONDS)
+                )
+            await self._pg.execute("select 1")
         except BaseException:
             connection, self._pg = self._pg, None
             if connection is not None:
-                # A hung server never answers a polite close: drop the socket.
                 _quietly_sync(connection.pgconn.finish)
             raise
 
@@ -191,6 +216,8 @@ class Prober:
                 dependency.mark_up()
 
     async def close(self) -> None:
+        if self._pg_task is not None:
+            self._pg_task.cancel()
         if self._redis is not None:
             await _quietly(self._redis.aclose())
         if self._pg is not None:

@@ -97,6 +97,17 @@ async def owner_alive(process: str) -> bool:
     return bool(await client.exists(_beat_key(process)))
 
 
+async def _beat_once(client) -> None:
+    if client is None:
+        return
+    try:
+        await beat(client)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        availability.redis_dependency.mark_down(exc)
+
+
 async def _monitor() -> None:
     from realtime.gateway.limits import redis_client
 
@@ -104,15 +115,8 @@ async def _monitor() -> None:
     try:
         while True:
             started = time.monotonic()
-            await prober.probe()
-            client = redis_client()
-            if client is not None and availability.redis_dependency.up:
-                try:
-                    await beat(client)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    availability.redis_dependency.mark_down(exc)
+            # The beat first and beside the probes: a hung database must not delay the leases.
+            await asyncio.gather(_beat_once(redis_client()), prober.probe())
             await asyncio.sleep(max(0.05, BEAT_SECONDS - (time.monotonic() - started)))
     finally:
         await prober.close()
