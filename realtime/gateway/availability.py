@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 
@@ -151,8 +152,8 @@ class Prober:
     """Connections of the monitor's own (reused while they work), each call bounded in time."""
 
     def __init__(self) -> None:
-        self._redis = None
-        self._pg = None
+        self._redis: Any = None  # redis.asyncio.Redis, made on first use
+        self._pg: Any = None  # psycopg.AsyncConnection, made on first use
         self._pg_task: asyncio.Task | None = None
 
     async def redis(self) -> None:

@@ -97,8 +97,9 @@ class _Watcher:
     def _group_call_done(self, task: asyncio.Task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            availability.failure_logged(logger, "key watch: channel-layer group update failed", task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            availability.failure_logged(logger, "key watch: channel-layer group update failed", error)
 
     async def _listen(self) -> None:
         while True:
