@@ -469,15 +469,17 @@ class Cluster:
         return self.manage("createkey", "--project", project, "--env", "development",
                            "--name", f"key {next(self._keys)}-{uuid.uuid4().hex[:6]}", "--owner", owner).strip()
 
-    def custom_deployment(self, url: str, project: str = "fleet") -> None:
-        """Point ``project``'s development environment at a custom upstream URL (its default deployment)."""
+    def custom_deployment(self, url: str, project: str = "fleet", task_upstream_url: str = "") -> None:
+        """Point ``project``'s development environment at a custom upstream URL (its default deployment),
+        with ``task_upstream_url`` for the tasks dialect's model-backed tasks."""
         code = (
             "from accounts.models import EnvironmentKind, Project\n"
             "from realtime.agents.services import agent_create, deployment_create\n"
             f"project = Project.objects.get(slug={project!r})\n"
             "environment = project.environments.get(kind=EnvironmentKind.DEVELOPMENT)\n"
             f"agent = agent_create(project=project, data={{'name': 'Echo', 'provider': 'custom', 'url': {url!r}}})\n"
-            "deployment_create(project=project, environment=environment, agent=agent, name='Echo dep', is_default=True)\n"
+            "deployment_create(project=project, environment=environment, agent=agent, name='Echo dep', is_default=True,"
+            f" task_upstream_url={task_upstream_url!r})\n"
         )
         self.manage("shell", "-c", code)
 
