@@ -114,3 +114,14 @@ def test_outage_errors_are_recognised_and_bugs_are_not():
     assert availability.outage_of(KeyError("bug")) is None
     assert availability.admission_failure(KeyError("bug")) is None
     assert availability.admission_failure(redis.exceptions.TimeoutError("x")) is availability.SERVICE_UNAVAILABLE
+
+
+async def test_a_room_message_the_bus_lost_is_reported_as_not_published():
+    from realtime.dialects.rooms_bus import RoomsRedisManager, broadcast_begin, broadcast_published
+    from tests.support.cluster import free_port
+
+    manager = RoomsRedisManager(f"redis://127.0.0.1:{free_port()}/0", channel="sb-test")  # nothing listens
+    broadcast_begin()
+    assert await manager._publish({"method": "emit", "event": "message"}) is None
+    assert broadcast_published() is False
+    assert not availability.redis_dependency.up  # one outage noted, not an error line per message

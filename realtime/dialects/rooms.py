@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import socketio
 from django.conf import settings
 
+from realtime.dialects import rooms_bus
 from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authenticate, api_key_is_active
 from realtime.gateway.budgets import budget_watch
@@ -43,7 +44,9 @@ def room_name(*, project_id: int, environment_id: int) -> str:
 
 def _client_manager():
     if settings.REDIS_URL:
-        return socketio.AsyncRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
+        from realtime.dialects.rooms_bus import RoomsRedisManager
+
+        return RoomsRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
     return None
 
 
@@ -153,8 +156,19 @@ async def message(sid, data):
         await sio.emit("error", _error(
             "rate_limited", "Too many messages per second on this connection; this one was not sent."), to=sid)
         return
-    connection.meter.add("messages", 1)
+    if not availability.redis_dependency.up and settings.REDIS_URL:
+        await sio.emit("error", _error(availability.SERVICE_UNAVAILABLE.code,
+                                       "The room cannot be reached right now; the message was not sent."), to=sid)
+        return
+    rooms_bus.broadcast_begin()
     await sio.emit("message", data, room=connection.room)
+    # Billed once the bus took it; a message lost on the way to the other processes is not.
+    if rooms_bus.broadcast_published():
+        connection.meter.add("messages", 1)
+    else:
+        await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
+                                       "(the bus between gateway processes is unavailable); it was not billed."),
+                       to=sid)
 
 
 _meters_closing: set[asyncio.Task] = set()
