@@ -46,6 +46,17 @@ async def told(ws) -> tuple[list[dict], int | None]:
     return errors, ws.close_code
 
 
+async def tasks_told(ws) -> tuple[list[dict], int | None]:
+    errors = []
+    try:
+        async with asyncio.timeout(GRACE_SECONDS + 5):
+            async for raw in ws:
+                errors.extend(json.loads(raw).get("errors", []))
+    except websockets.ConnectionClosed:
+        pass
+    return errors, ws.close_code
+
+
 async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     fleet = cluster_factory(gateways=2, env={"DRAIN_GRACE_SECONDS": str(GRACE_SECONDS)})
     key = fleet.create_key()
@@ -54,14 +65,22 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     sessions = [await open_session(draining.ws_url, key) for _ in range(SESSIONS)]
     assert all(first["type"] == "session.created" for _, first in sessions)
     await asyncio.gather(*(stream_audio(ws) for ws, _ in sessions))
+    # A tasks-dialect client (seed 001) on the same process.
+    tasks_ws = await websockets.connect(f"{draining.ws_url}/v1/", open_timeout=OPEN_TIMEOUT)
+    await tasks_ws.send(json.dumps({"newConnection": {"apiKey": key}}))
+    assert "newConnectionSessionUUID" in json.loads(await asyncio.wait_for(tasks_ws.recv(), OPEN_TIMEOUT))
 
     started = time.monotonic()
     draining.signal(15)
+    tasks_outcome = asyncio.create_task(tasks_told(tasks_ws))
     outcomes = await asyncio.gather(*(told(ws) for ws, _ in sessions))
     for errors, close_code in outcomes:
         assert close_code == 1012, outcomes
         assert [error["code"] for error in errors] == ["server_shutting_down"], errors
         assert "cannot be resumed elsewhere" in errors[0]["message"]
+    tasks_errors, tasks_close = await tasks_outcome
+    assert tasks_close == 1012 and [error["code"] for error in tasks_errors] == ["server_shutting_down"]
+    assert "connectionSessionUUID" in tasks_errors[0]["message"]
     exit_code = await asyncio.to_thread(draining.process.wait, GRACE_SECONDS + 10)
     assert time.monotonic() - started < GRACE_SECONDS + 5
     assert exit_code in (0, -15), exit_code

@@ -37,7 +37,7 @@ from realtime.dialects.tasks.runner import (
     task_session_attach,
     task_session_detach,
 )
-from realtime.gateway import availability, limits
+from realtime.gateway import availability, drain, limits
 from realtime.gateway.auth import AuthFailed, api_key_authenticate, origin_check, scope_header
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import (
@@ -89,6 +89,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
         self.refused = False
         self._background: list[asyncio.Task] = []
         await self.accept()
+        _live.add(self)  # told why on SIGTERM (realtime/gateway/drain.py)
         try:
             origin_check(self.scope)
         except AuthFailed as exc:
@@ -264,6 +265,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
     # --- End ----------------------------------------------------------------------------------------
 
     async def disconnect(self, code):
+        _live.discard(self)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -276,3 +278,18 @@ class TasksConsumer(AsyncWebsocketConsumer):
                 await task_session_touch(session_uuid=self.session_uuid)
             except Exception:
                 logger.exception("release failed for task session %s", self.session_uuid)
+
+
+_live: set[TasksConsumer] = set()
+
+SHUTTING_DOWN = ("This gateway process is shutting down. Reconnect with your connectionSessionUUID: results of "
+                 "finished tasks wait for you; tasks still running here come back as task_lost errors.")
+
+
+async def _drain() -> None:
+    for consumer in list(_live):
+        if not consumer.refused:
+            await consumer._refuse(Refused("server_shutting_down", SHUTTING_DOWN, availability.CLOSE_SERVICE_RESTART))
+
+
+drain.drain_hook("tasks", _drain)
