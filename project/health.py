@@ -51,9 +51,8 @@ def operations_application(app):
 
     async def application(scope, receive, send):
         kind = scope["type"]
-        if kind in ("http", "websocket"):
+        if kind in ("http", "websocket") and drain.install():  # in a server process (not a test's)
             liveness.ensure_started()
-            drain.install()
         if kind == "http":
             path = scope["path"]
             if path == "/healthz":

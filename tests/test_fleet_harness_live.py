@@ -18,6 +18,11 @@ def test_fleet_comes_up_and_each_part_restarts(cluster_factory):
 
     fleet.redis.stop()
     fleet.redis.start()
+    fleet.postgres.stop()
+    fleet.postgres.start()
+    fleet.postgres.pause()
+    fleet.postgres.resume()
+    assert fleet.postgres.sql("select count(*) from accounts_apikey")[0][0] == 1
     fleet.gateways[1].kill()
     fleet.gateways[1].start()
     assert httpx.get(f"{fleet.gateways[1].http_url}/healthz", timeout=5).status_code == 200

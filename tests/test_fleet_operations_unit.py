@@ -17,7 +17,7 @@ def _no_process_machinery(monkeypatch):
     from realtime.gateway import drain, liveness
 
     monkeypatch.setattr(liveness, "ensure_started", lambda: None)
-    monkeypatch.setattr(drain, "install", lambda: None)
+    monkeypatch.setattr(drain, "install", lambda: False)
     for dependency in availability.DEPENDENCIES:
         monkeypatch.setattr(dependency, "down_since", None)
     monkeypatch.setitem(availability._state, "draining", False)

@@ -111,12 +111,21 @@ def _on_signal(signum: int, frame) -> None:
     _state["task"] = True  # a marker until the task exists
 
 
-def install() -> None:
-    """Install the drain on SIGTERM/SIGINT once, in front of the server's own handlers."""
-    if _state["installed"]:
-        return
-    _state["installed"] = True
-    _state["loop"] = asyncio.get_running_loop()
-    for signum in SIGNALS:
-        _state["previous"][signum] = signal.getsignal(signum)
-        signal.signal(signum, _on_signal)
+def _server_handler(handler) -> bool:
+    """A handler a server installed (uvicorn's, Twisted's), not Python's defaults (a test process)."""
+    return callable(handler) and handler is not signal.default_int_handler
+
+
+def install() -> bool:
+    """Install the drain on SIGTERM/SIGINT once, in front of the server's own handlers. False (and
+    nothing installed) when no server owns the signals: e.g. the application called in a test process."""
+    if not _state["installed"]:
+        _state["installed"] = True
+        handlers = {signum: signal.getsignal(signum) for signum in SIGNALS}
+        _state["server"] = any(_server_handler(handler) for handler in handlers.values())
+        if _state["server"]:
+            _state["loop"] = asyncio.get_running_loop()
+            for signum, handler in handlers.items():
+                _state["previous"][signum] = handler
+                signal.signal(signum, _on_signal)
+    return bool(_state["server"])
