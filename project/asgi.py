@@ -14,6 +14,7 @@ usage_spool_keeper_start()  # usage a previous life of this process (or a dead p
 import socketio  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from project.health import operations_application  # noqa: E402
 from realtime.dialects.rooms import sio  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -28,3 +29,5 @@ application = socketio.ASGIApp(
     ),
     socketio_path="socket.io",
 )
+# /healthz, /readyz, /metrics; the process monitor and the SIGTERM drain (project/health.py).
+application = operations_application(application)

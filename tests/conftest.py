@@ -22,6 +22,7 @@ from accounts.billing.prices import price_cache
 from accounts.keys import key_cache
 from accounts.models import EnvironmentKind, Role, User
 from accounts.services import api_key_create, project_create
+from tests.support.cluster import cluster_factory  # noqa: F401  (the fault-test harness's fixture)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "test-artifacts"

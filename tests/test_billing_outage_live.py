@@ -1,7 +1,8 @@
 """Nothing billed is lost when PostgreSQL goes away, and nothing is counted twice when it returns.
 
-Each test runs its server processes on a PostgreSQL cluster of its own (tests/support/postgres_cluster.py:
-initdb + pg_ctl on a free loopback port), stops that cluster while sessions end, and starts it again:
+Each test runs its server processes on a PostgreSQL cluster of its own (the fault-test harness's
+PostgresCluster, tests/support/cluster.py: initdb on a free loopback port, never the shared server),
+stops that cluster while sessions end, and starts it again:
 - sessions that end during the outage are in the ledger exactly once the database is back;
 - a process killed with usage still in its spool leaves it to the next process on the same spool
   directory, which writes it exactly once, even when the same spool is replayed again.
@@ -11,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from decimal import Decimal
@@ -20,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.postgres_cluster import PostgresCluster
+from tests.support.cluster import BASE_DIR, PostgresCluster
 from tests.test_gateway_support import ScriptedUpstream, bearer, connect, recv_until, session_url
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -44,14 +48,32 @@ emit({{"raw": raw, "key_id": row.key_id}})
 """
 
 
+def _django_env(cluster: PostgresCluster) -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATABASE_URL": cluster.url()}
+    env.pop("TEST_DATABASE_NAME", None)
+    return env
+
+
+def django(cluster: PostgresCluster, code: str) -> dict:
+    """Run ``code`` against the private cluster in a child process; what it ``emit``s."""
+    prelude = ("import django, json\ndjango.setup()\n"
+               "def emit(obj):\n    print('RESULT ' + json.dumps(obj))\n")
+    done = subprocess.run([sys.executable, "-c", prelude + code], cwd=BASE_DIR, env=_django_env(cluster),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = PostgresCluster().init()
+def cluster(tmp_path_factory):
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
     try:
-        cluster.migrate()
+        cluster.initialize(_django_env(cluster))
+        cluster.start()
         yield cluster
     finally:
-        cluster.destroy()
+        cluster.stop()
+        cluster.cleanup()
 
 
 @pytest.fixture
@@ -63,7 +85,7 @@ def spool_dir():
 
 def ledger(cluster: PostgresCluster, key_id: str) -> dict:
     """Audio billed for the key, its row count and distinct idempotency keys, and the month's spend."""
-    with psycopg.connect(cluster.url.replace("postgres://", "postgresql://"), connect_timeout=5) as db:
+    with psycopg.connect(cluster.url(), connect_timeout=5) as db:
         quantity, cost, rows, keys = db.execute(
             "SELECT COALESCE(SUM(quantity), 0), COALESCE(SUM(cost_micros), 0), COUNT(*), "
             "COUNT(DISTINCT idempotency_key) FROM accounts_usagerecord WHERE key_id = %s AND metric = %s",
@@ -103,14 +125,14 @@ async def stream(ws, chunks: int) -> None:
 
 
 def server_env(cluster, spool_dir) -> dict:
-    return {"DATABASE_URL": cluster.url, "BILLING_SPOOL_DIR": str(spool_dir), "REALTIME_METER_FLUSH_SECONDS": FLUSH,
+    return {"DATABASE_URL": cluster.url(), "BILLING_SPOOL_DIR": str(spool_dir), "REALTIME_METER_FLUSH_SECONDS": FLUSH,
             "REALTIME_KEY_RECHECK_SECONDS": "60", "API_KEY_CACHE_SECONDS": "300"}
 
 
 async def test_sessions_ending_during_a_postgres_outage_are_billed_exactly_once_it_returns(
         server_factory, cluster, spool_dir):
     async with ScriptedUpstream() as upstream:
-        made = await asyncio.to_thread(cluster.django, SETUP.format(price=PRICE, url=upstream.url))
+        made = await asyncio.to_thread(django, cluster, SETUP.format(price=PRICE, url=upstream.url))
         key_id = made["key_id"]
         server = server_factory(env=server_env(cluster, spool_dir))
         sessions = []
@@ -148,7 +170,7 @@ async def test_sessions_ending_during_a_postgres_outage_are_billed_exactly_once_
 
 async def test_a_restarted_process_writes_the_spool_it_left_exactly_once(server_factory, cluster, spool_dir):
     async with ScriptedUpstream() as upstream:
-        made = await asyncio.to_thread(cluster.django, SETUP.format(price=PRICE, url=upstream.url).replace(
+        made = await asyncio.to_thread(django, cluster, SETUP.format(price=PRICE, url=upstream.url).replace(
             "owner@example.com", "owner2@example.com").replace('name="Outage"', 'name="Restart"'))
         key_id = made["key_id"]
         first = server_factory(env=server_env(cluster, spool_dir))

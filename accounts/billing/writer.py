@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -157,9 +158,37 @@ def _write_all(store: _Store, batches: list[UsageBatch]) -> None:
                 store.spool.reject(rejected)
 
 
+Observer = Callable[..., None]
+_observers: list[Observer] = []
+
+
+def usage_writer_observe(observer: Observer) -> None:
+    """Call ``observer(records=..., lag_seconds=...)`` after every write attempt: ledger rows waiting in
+    the spool, and the age of the oldest (0 when everything is written). For metrics."""
+    _observers.append(observer)
+
+
+def _observe(store: _Store) -> None:
+    records = sum(len(batch.amounts) for batch in store.unwritten)
+    oldest = min((batch.occurred_at.timestamp() for batch in store.unwritten), default=None)
+    lag = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+    for observer in _observers:
+        try:
+            observer(records=records, lag_seconds=lag)
+        except Exception:
+            logger.exception("usage writer observer failed")
+
+
 def _write(store: _Store, batches: list[UsageBatch]) -> bool:
     """In the writer thread: the spooled batches then ``batches``, or ``batches`` to the spool.
     True when the ledger was written."""
+    try:
+        return _write_pending(store, batches)
+    finally:
+        _observe(store)
+
+
+def _write_pending(store: _Store, batches: list[UsageBatch]) -> bool:
     now = time.monotonic()
     if now - store.adopted_at >= ADOPT_EVERY_SECONDS or store.adopted_at == 0.0:
         store.adopted_at = now

@@ -22,7 +22,14 @@ from decimal import Decimal
 from django.utils import timezone
 
 from accounts.billing.ledger import KeyRef, UsageBatch, quantity_quantize, usage_amounts_clean
-from accounts.billing.writer import usage_report, usage_source_add, usage_source_discard
+from accounts.billing.writer import (
+    usage_report,
+    usage_source_add,
+    usage_source_discard,
+    usage_writer_close,
+    usage_writer_observe,
+)
+from realtime.gateway import drain, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,11 @@ PCM16_24K = 48000
 G711_8K = 8000
 # The largest token count a single response can honestly report (far above any model's context).
 MAX_TOKENS_PER_RESPONSE = 10_000_000
+
+# What waits in the spool, for /metrics; and on SIGTERM, once the sessions are closed, whatever is still
+# counted is written (or spooled) before the process exits.
+usage_writer_observe(metrics.usage_spool_observe)
+drain.drain_hook("usage-writer", usage_writer_close)
 
 _BETA_FORMATS = {"pcm16": PCM16_24K, "g711_ulaw": G711_8K, "g711_alaw": G711_8K}
 _GA_FORMATS = {"audio/pcmu": G711_8K, "audio/pcma": G711_8K}

@@ -31,7 +31,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
-from realtime.gateway import buffer, limits, upstream
+from realtime.gateway import availability, buffer, limits, metrics, upstream
 from realtime.gateway.auth import ConnectionAuth
 from realtime.gateway.budgets import BudgetGuard
 from realtime.gateway.fifo import Fifo
@@ -152,19 +152,23 @@ class GatewaySession:
                 agent=agent, credential=credential, session_id=self.session_id, server=server
             )
             try:
+                connect_started = time.monotonic()
                 self._upstream = await upstream.upstream_connect(
                     target=target, max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES
                 )
+                metrics.upstream_connect.observe(time.monotonic() - connect_started)
             except upstream.UpstreamFailed as exc:
                 raise SessionRefused(exc.error) from None
         except SessionRefused as exc:
             await self._release(reason=exc.error.code)
             raise
-        except Exception:
-            logger.exception("session %s could not start", self.session_id)
-            await self._release(reason="internal_error")
-            raise SessionRefused(GatewayError("internal_error", "The gateway could not start the session.",
-                                              limits.CLOSE_INTERNAL, "server_error")) from None
+        except Exception as exc:
+            outage = availability.admission_failure(exc)  # an outage: one log line per outage, not per session
+            if outage is None:
+                logger.exception("session %s could not start", self.session_id)
+            await self._release(reason=outage.code if outage else "internal_error")
+            raise SessionRefused(outage or GatewayError("internal_error", "The gateway could not start the session.",
+                                                        limits.CLOSE_INTERNAL, "server_error")) from None
         except BaseException:
             await self._release(reason="cancelled")
             raise
@@ -183,6 +187,7 @@ class GatewaySession:
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
         self.opened = True
+        metrics.session_opened(self.dialect)
 
     def _key_revoked(self) -> None:
         if not self.opened:  # _open refuses the session when it gets there
@@ -251,6 +256,7 @@ class GatewaySession:
         """A client event, already checked by the dialect, for the upstream (unchanged)."""
         if self.closed:
             return
+        metrics.relay(self.dialect, "to_upstream").add(text)
         self._last_client_event = time.monotonic()
         self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
         if len(self._to_upstream) >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
@@ -288,11 +294,13 @@ class GatewaySession:
 
     async def _read_upstream(self) -> None:
         recv = self._upstream.recv
+        relayed = metrics.relay(self.dialect, "to_client")
         try:
             while True:
                 text = self._from_upstream(await recv())
                 if text is None:
                     continue
+                relayed.add(text)
                 link = self.link
                 if link is not None:
                     try:
@@ -342,13 +350,14 @@ class GatewaySession:
             if await budget.step(now, warn=self._budget_warn, close=self._budget_close):
                 return
             if now >= next_lease:
-                next_lease = now + buffer.OWNER_TTL_SECONDS / 3
+                # With Redis, the process monitor renews every lease each second (liveness.py).
+                next_lease = now + limits.LOCAL_SLOT_TTL / 3
                 try:
                     await buffer.session_owner_refresh(session_id=self.session_id, project_id=self.auth.project_id)
                     await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
                                                       limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
-                except Exception:
-                    logger.exception("lease refresh failed for session %s", self.session_id)
+                except Exception as exc:
+                    availability.failure_logged(logger, "lease refresh failed for session %s", exc, self.session_id)
 
     # --- Closing ----------------------------------------------------------------------------------
 
@@ -364,6 +373,8 @@ class GatewaySession:
             return
         self.closed = True
         self.close_reason = reason
+        if self.opened:
+            metrics.session_closed(self.dialect, reason)
         logger.info("session %s: closing (%s)", self.session_id, reason)
         if _sessions.get(self.session_id) is self:
             del _sessions[self.session_id]  # from now on a reconnect hears session_expired
@@ -407,8 +418,8 @@ class GatewaySession:
         for step in steps:
             try:
                 await step()
-            except Exception:
-                logger.exception("release step failed for session %s", self.session_id)
+            except Exception as exc:
+                availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
         if self._record_id is not None:
             await database_sync_to_async(session_record_end)(record_id=self._record_id, close_reason=reason)
 
