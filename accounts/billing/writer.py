@@ -292,6 +292,8 @@ async def usage_report(batch: UsageBatch) -> None:
         await asyncio.wait_for(asyncio.shield(future), timeout=REPORT_WAIT_SECONDS)
     except TimeoutError:
         logger.warning("usage of session %s is taking long to write; left with the writer", batch.session_id)
+    except Exception:  # neither written nor spooled (the disk too): the writer keeps it and retries
+        logger.warning("usage of session %s is kept in memory until it can be written", batch.session_id)
 
 
 async def usage_writer_close() -> None:
