@@ -183,7 +183,9 @@ class SessionMeter:
         return rate
 
     def add(self, metric: str, quantity) -> None:
-        if isinstance(quantity, bool) or not isinstance(quantity, (int, Decimal)) or not quantity > 0:
+        if isinstance(quantity, bool) or not isinstance(quantity, (int, Decimal)):
+            return
+        if isinstance(quantity, Decimal) and not quantity.is_finite() or not quantity > 0:
             return
         self._pending[metric] = self._pending.get(metric, Decimal(0)) + quantity
 
