@@ -72,7 +72,9 @@ async def test_a_meter_writes_exact_amounts_once_per_batch(dev_key):
     assert totals["audio_in_seconds"] == Decimal("1.500")
     assert totals["text_in_tokens"] == 15 and totals["text_out_tokens"] == 7
     assert Decimal(0) < totals["session_seconds"] < Decimal(5)
-    assert {r.idempotency_key.split(":")[2] for r in rows} == {"1", "2"}  # two batches
+    # Numbered batches: the flush, the close (and a periodic take between them on a slow machine).
+    batches = {int(r.idempotency_key.split(":")[2]) for r in rows}
+    assert batches == set(range(1, len(batches) + 1)) and len(batches) >= 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -60,7 +60,7 @@ class UsageWriter:
         self._store = store
         self._loop = asyncio.get_running_loop()
         self._sources: set[UsageSource] = set()
-        self._reported: list[tuple[UsageBatch, asyncio.Future | None]] = []
+        self._reported: list[tuple[UsageBatch | None, asyncio.Future | None]] = []
         self._wake = asyncio.Event()
         self.last_write_ok = time.time()
         self._task = self._loop.create_task(self._run(), name="usage-writer")
@@ -73,7 +73,8 @@ class UsageWriter:
     def source_discard(self, source: UsageSource) -> None:
         self._sources.discard(source)
 
-    def report(self, batch: UsageBatch) -> asyncio.Future:
+    def report(self, batch: UsageBatch | None) -> asyncio.Future:
+        """``batch`` for the next write (None: only wait for it, so for any write under way)."""
         future = self._loop.create_future()
         self._reported.append((batch, future))
         self._wake.set()
@@ -92,7 +93,7 @@ class UsageWriter:
         """Take every source's usage and write it with what was reported (and what waits in the spool)."""
         reported, self._reported = self._reported, []
         batches = [batch for source in list(self._sources) if (batch := source.usage_take()) is not None]
-        batches.extend(batch for batch, _ in reported)
+        batches.extend(batch for batch, _ in reported if batch is not None)
         try:
             written = await self._loop.run_in_executor(self._store.executor, _write, self._store, batches)
         except Exception as exc:  # the spool itself failed (disk full): keep the batches in memory
@@ -284,16 +285,19 @@ def usage_source_discard(source: UsageSource) -> None:
         _writer.source_discard(source)
 
 
-async def usage_report(batch: UsageBatch) -> None:
+async def usage_report(batch: UsageBatch | None) -> None:
     """The gateway's one call to bill usage now: returns once ``batch`` is in the ledger or in the
-    spool (or after REPORT_WAIT_SECONDS if the database hangs; it is still written later)."""
+    spool (or after REPORT_WAIT_SECONDS if the database hangs; it is still written later). With None,
+    returns once whatever the writer had taken before is."""
     future = usage_writer().report(batch)
     try:
         await asyncio.wait_for(asyncio.shield(future), timeout=REPORT_WAIT_SECONDS)
     except TimeoutError:
-        logger.warning("usage of session %s is taking long to write; left with the writer", batch.session_id)
+        logger.warning("usage of session %s is taking long to write; left with the writer",
+                       batch.session_id if batch else "(any)")
     except Exception:  # neither written nor spooled (the disk too): the writer keeps it and retries
-        logger.warning("usage of session %s is kept in memory until it can be written", batch.session_id)
+        logger.warning("usage of session %s is kept in memory until it can be written",
+                       batch.session_id if batch else "(any)")
 
 
 async def usage_writer_close() -> None:

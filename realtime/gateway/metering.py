@@ -225,10 +225,9 @@ class SessionMeter:
                           seq=self._seq, amounts=amounts, occurred_at=timezone.now(), final=final)
 
     async def flush(self) -> None:
-        """Everything counted so far, durable on return (a task result before it is delivered)."""
-        batch = self.usage_take()
-        if batch is not None:
-            await usage_report(batch)
+        """Everything counted so far, durable on return (a task result before it is delivered), also
+        when the writer's periodic take got it first and is still writing it."""
+        await usage_report(self.usage_take())
 
     async def close(self) -> None:
         """The session ended: its last usage, durable on return. Counting after this is ignored."""
@@ -237,9 +236,7 @@ class SessionMeter:
         self._account_session_time()
         self._closed = True
         usage_source_discard(self)
-        batch = self.usage_take(final=True)
-        if batch is not None:
-            await usage_report(batch)
+        await usage_report(self.usage_take(final=True))
 
 
 def audio_event_bytes(event: dict) -> int:
