@@ -70,6 +70,7 @@ AUDIO_B64 = base64.b64encode(random.Random(4).randbytes(CHUNK_BYTES)).decode("as
 # Persistent database connections as in production (README, "Running several processes"): the usage
 # flushes and key re-checks still run, without a new PostgreSQL connection each time.
 GATEWAY_ENV = {
+    "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",  # the echo upstream is on loopback
     "DATABASE_CONN_MAX_AGE": "60",
     "DEBUG": "false",
     "SECURE_SSL_REDIRECT": "false",

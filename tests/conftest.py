@@ -37,6 +37,8 @@ def _fast_password_hashing(settings):
 # Fake upstreams in the tests listen on loopback, which the outbound policy refuses by default. The
 # SSRF tests (tests/test_outbound_policy*.py) take the allowance away again.
 TEST_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+# Child processes the tests start (servers, manage.py, scripts) inherit it; env={...} may override.
+os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", TEST_ALLOWED_NETWORKS)
 
 
 @pytest.fixture(autouse=True)
