@@ -233,6 +233,12 @@ def _apply_audio(target: dict, update) -> None:
             _expect(isinstance(value["voice"], str) and 0 < len(value["voice"]) <= 64,
                     "voice must be a non-empty string of at most 64 characters.", "session.audio.output.voice")
             target["output"]["voice"] = value["voice"]
+        if "model" in value:
+            # The speech model (seed 004 shows e.g. inworld-tts-1.5-mini): kept and reported back; the
+            # local agent itself always speaks with eSpeak NG.
+            _expect(isinstance(value["model"], str) and 0 < len(value["model"]) <= 128,
+                    "model must be a non-empty string of at most 128 characters.", "session.audio.output.model")
+            target["output"]["model"] = value["model"]
         if "speed" in value:
             speed = value["speed"]
             _expect(isinstance(speed, (int, float)) and not isinstance(speed, bool) and 0.25 <= speed <= 1.5,

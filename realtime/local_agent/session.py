@@ -443,12 +443,21 @@ class Session:
 
 
 class _OutputWriter:
-    """Turns brain output into output items: a message (text, or audio with its transcript, spoken
-    sentence by sentence as the text arrives) and function calls."""
+    """Turns brain output into output items: a message and function calls. A message has one content
+    part per output modality: ``output_audio`` (spoken sentence by sentence as the text arrives, with
+    its transcript) first, so a client truncating part 0 truncates the audio, then ``output_text``.
+
+    Like seed 004's service, a response's own items end with ``response.output_item.done`` only:
+    ``conversation.item.done`` is for items the client put into the conversation. Seed 004's Node
+    example answers every ``conversation.item.done`` with ``response.create``; were the reply's item
+    announced that way too, each reply would ask for the next one without end.
+    """
 
     def __init__(self, session: Session, response: _Response):
         self.session, self.response = session, response
         self.audio = "audio" in response.modalities
+        self.text_part = "text" in response.modalities or not self.audio
+        self.audio_index, self.text_index = 0, 1 if self.audio else 0
         self.item: dict | None = None
         self.pending = ""
         self.spoken = ""
@@ -468,13 +477,10 @@ class _OutputWriter:
             s.emit("conversation.item.added", previous_item_id=previous, item=item)
 
     def _close(self, status: str) -> None:
-        item, s = self.item, self.session
+        item = self.item
         item["status"] = status
-        s.emit("response.output_item.done", response_id=self.response.id, output_index=len(self.response.output) - 1,
-               item=item)
-        if self.response.in_conversation:
-            index = s.items.index(item) if item in s.items else 0
-            s.emit("conversation.item.done", previous_item_id=s.items[index - 1]["id"] if index else None, item=item)
+        self.session.emit("response.output_item.done", response_id=self.response.id,
+                          output_index=len(self.response.output) - 1, item=item)
         self.item = None
 
     def over_limit(self) -> bool:
@@ -488,13 +494,16 @@ class _OutputWriter:
         if self.item is None:
             self._open({"id": new_id("item"), "object": "realtime.item", "type": "message", "status": "in_progress",
                         "role": "assistant", "content": []})
-            part = {"type": "output_audio", "transcript": ""} if self.audio else {"type": "output_text", "text": ""}
-            self.item["content"].append(part)
-            s.emit("response.content_part.added", **self._ids(), content_index=0, part=part)
+            parts = ([{"type": "output_audio", "transcript": ""}] if self.audio else []) + \
+                ([{"type": "output_text", "text": ""}] if self.text_part else [])
+            for index, part in enumerate(parts):
+                self.item["content"].append(part)
+                s.emit("response.content_part.added", **self._ids(), content_index=index, part=part)
         self.response.out_text.append(delta)
+        if self.text_part:
+            self.item["content"][self.text_index]["text"] += delta
+            s.emit("response.output_text.delta", **self._ids(), content_index=self.text_index, delta=delta)
         if not self.audio:
-            self.item["content"][0]["text"] += delta
-            s.emit("response.output_text.delta", **self._ids(), content_index=0, delta=delta)
             return
         self.pending += delta
         # Speak whole sentences as soon as they are complete.
@@ -510,8 +519,8 @@ class _OutputWriter:
         s, response = self.session, self.response
         text = (" " if self.spoken else "") + sentence
         self.spoken += text
-        self.item["content"][0]["transcript"] += text
-        s.emit("response.output_audio_transcript.delta", **self._ids(), content_index=0, delta=text)
+        self.item["content"][self.audio_index]["transcript"] += text
+        s.emit("response.output_audio_transcript.delta", **self._ids(), content_index=self.audio_index, delta=text)
         fmt = response.output_format["type"]
         async for pcm in speech.synthesize_stream(sentence, sample_rate=audio.format_rate(fmt), voice=response.voice,
                                                   speed=response.speed):
@@ -521,7 +530,8 @@ class _OutputWriter:
             encoded = audio.from_pcm16(pcm, fmt)
             response.out_audio_ms += audio.duration_ms(len(encoded), fmt)
             s._audio_ms[self.item["id"]] = response.out_audio_ms
-            s.emit("response.output_audio.delta", **self._ids(), content_index=0, delta=audio.b64encode(encoded))
+            s.emit("response.output_audio.delta", **self._ids(), content_index=self.audio_index,
+                   delta=audio.b64encode(encoded))
 
     async def finish_message(self) -> None:
         if self.item is None or self.item["type"] != "message":
@@ -533,13 +543,17 @@ class _OutputWriter:
         self._close("completed")
 
     def _finish_parts(self) -> None:
-        s, part = self.session, self.item["content"][0]
+        s, content = self.session, self.item["content"]
         if self.audio:
-            s.emit("response.output_audio.done", **self._ids(), content_index=0)
-            s.emit("response.output_audio_transcript.done", **self._ids(), content_index=0, transcript=part["transcript"])
-        else:
-            s.emit("response.output_text.done", **self._ids(), content_index=0, text=part["text"])
-        s.emit("response.content_part.done", **self._ids(), content_index=0, part=part)
+            part = content[self.audio_index]
+            s.emit("response.output_audio.done", **self._ids(), content_index=self.audio_index)
+            s.emit("response.output_audio_transcript.done", **self._ids(), content_index=self.audio_index,
+                   transcript=part["transcript"])
+            s.emit("response.content_part.done", **self._ids(), content_index=self.audio_index, part=part)
+        if self.text_part:
+            part = content[self.text_index]
+            s.emit("response.output_text.done", **self._ids(), content_index=self.text_index, text=part["text"])
+            s.emit("response.content_part.done", **self._ids(), content_index=self.text_index, part=part)
 
     def function_call(self, call: brain.FunctionCall) -> None:
         item_id, call_id = new_id("item"), new_id("call")
