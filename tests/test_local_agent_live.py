@@ -13,7 +13,8 @@ import pytest
 import websockets
 
 from realtime.lib import audio
-from realtime.local_agent import speech
+from realtime.local_agent.speech.stt import speech_to_text
+from realtime.local_agent.speech.tts import text_to_speech
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -66,7 +67,7 @@ async def connect(server, **kwargs) -> AgentClient:
 
 def spoken_pcm(text: str, rate: int, artifacts_dir=None) -> bytes:
     """Speech made by eSpeak NG now, padded with silence like a real microphone, through a WAV file."""
-    pcm = speech.text_to_speech(text, sample_rate=rate, voice=SPOKEN_VOICE)
+    pcm = text_to_speech(text, sample_rate=rate, voice=SPOKEN_VOICE)
     wav = audio.wav_bytes(b"\0" * (rate // 2 * 2) + pcm + b"\0" * (rate * 2 * 2), rate)
     if artifacts_dir is not None:
         (artifacts_dir / "local_agent_utterance.wav").write_bytes(wav)
@@ -175,7 +176,7 @@ async def test_audio_turn_from_spoken_wav(agent, artifacts_dir):
     assert len(pcm) % 2 == 0 and 1.0 < len(pcm) / 48000 < 12  # PCM16 24 kHz, a spoken sentence or two
     assert rms(pcm) > 300
     # The reply is speech: pocketsphinx hears a sentence of words in it.
-    heard = speech.speech_to_text(pcm, 24000)
+    heard = speech_to_text(pcm, 24000)
     assert len(heard.split()) >= 4, heard
     usage = events[-1]["response"]["usage"]
     assert usage["input_token_details"]["audio_tokens"] > 0 and usage["input_audio_seconds"] > 2
