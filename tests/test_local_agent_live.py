@@ -154,6 +154,29 @@ async def test_text_turn_yields_text_and_audio(agent):
     await client.ws.close()
 
 
+async def test_text_and_audio_modalities_give_both_output_text_and_audio(agent):
+    # What both of seed 004's examples ask for.
+    client = await connect(agent)
+    await client.send("session.update", session={"output_modalities": ["text", "audio"]})
+    assert (await client.next())["type"] == "session.updated"
+    await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                                                        "content": [{"type": "input_text", "text": "Hello!"}]})
+    await client.send("response.create", response={"output_modalities": ["text", "audio"]})
+    events = await client.until("response.done")
+    parts = [(e["content_index"], e["part"]["type"]) for e in events if e["type"] == "response.content_part.added"]
+    assert parts == [(0, "output_audio"), (1, "output_text")]
+    text_deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert text_deltas and {e["content_index"] for e in text_deltas} == {1}
+    text = next(e for e in events if e["type"] == "response.output_text.done")["text"]
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert text == "".join(e["delta"] for e in text_deltas) and "Hello!" in text
+    assert transcript.split() == text.split()  # the same words, spoken
+    assert rms(audio_of(events)) > 300
+    item = events[-1]["response"]["output"][0]
+    assert [part["type"] for part in item["content"]] == ["output_audio", "output_text"]
+    await client.ws.close()
+
+
 async def test_audio_turn_from_spoken_wav(agent, artifacts_dir):
     client = await connect(agent)
     await stream_audio(client, spoken_pcm(SPOKEN, 24000, artifacts_dir), audio.PCM)
