@@ -123,7 +123,9 @@ async def synthesize_stream(text: str, *, sample_rate: int, voice: str = "alloy"
 
     def work() -> None:
         try:
-            _espeak_lib()  # eSpeak's rate is known once it is loaded
+            # Loaded under the lock: the session's warm-up may be loading eSpeak in another pool
+            # thread right now, and two concurrent espeak_Initialize calls crash the process.
+            warm_up()
             resampler = audio.StreamResampler(_espeak_rate, sample_rate)
 
             def on_chunk(data: bytes) -> bool:
