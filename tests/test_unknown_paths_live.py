@@ -28,18 +28,21 @@ async def refusal(url: str) -> tuple[dict, int]:
         return event, ws.close_code
 
 
-@pytest.mark.parametrize("server_kind", ["daphne", "uvicorn"])
+LOCAL_AGENT = [sys.executable, "manage.py", "run_local_agent", "--port", "{port}"]  # the agent on its own
+
+
+@pytest.mark.parametrize("server_kind", ["daphne", "uvicorn", "local_agent"])
 async def test_unknown_websocket_paths_are_refused_cleanly(server_factory, server_kind):
-    server = server_factory(argv=UVICORN if server_kind == "uvicorn" else None)
+    server = server_factory(argv={"daphne": None, "uvicorn": UVICORN, "local_agent": LOCAL_AGENT}[server_kind])
 
     for path in PATHS:
         event, code = await refusal(server.ws_url + path)
         assert event["type"] == "error" and event["error"]["code"] == "unknown_path", (path, event)
         assert code == 4404, (path, code)
 
-    # The same server still serves its real endpoints and answers HTTP as before.
-    with pytest.raises(urllib.error.HTTPError) as not_found:
-        urllib.request.urlopen(server.http_url + "/no/such/page", timeout=10)
-    assert not_found.value.code == 404
+    if server_kind != "local_agent":  # (which serves no HTTP)
+        with pytest.raises(urllib.error.HTTPError) as not_found:
+            urllib.request.urlopen(server.http_url + "/no/such/page", timeout=10)
+        assert not_found.value.code == 404
     log = server.log()
     assert "Traceback" not in log and " 500 " not in log, log[-3000:]

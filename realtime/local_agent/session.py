@@ -1,10 +1,10 @@
 """One local-agent session: the realtime protocol state machine.
 
-Client events arrive through ``handle_text`` (in order, from the WebSocket endpoint in app.py). Every server event goes
-through ``emit``, which serialises it at once onto one outbox drained by one writer task, so events
-leave in the order they were produced. Audio-side client events (append/commit/clear) are processed
-in order by one input task (VAD and recognition in the speech pool); a response is one task at a
-time. All tasks are named, tracked, and cancelled and awaited by ``close``.
+Client events arrive through ``handle_text`` (in order, from the WebSocket endpoint in app.py). Every
+server event goes through ``emit``, which serialises it at once onto one outbox drained by one
+writer task, so events leave in the order they were produced. Audio-side client events
+(append/commit/clear) are processed in order by one input task (VAD and recognition in a recognition
+worker); a response is one task at a time. All tasks are named, tracked, and cancelled and awaited by ``close``.
 """
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ class Session:
             self._listener.close()
         detection = self.config["audio"]["input"]["turn_detection"]
         self._listener = Listener(fmt=fmt, turn_detection=detection,
-                                         silence_duration_ms=silence_ms(detection) if detection else 0)
+                                  silence_duration_ms=silence_ms(detection) if detection else 0)
         self._listener_offset_ms = self._stream_ms
         self._speech_item_id = None
         return self._listener
@@ -291,8 +291,8 @@ class Session:
         self._buffered = 0
         previous = self.items[-1]["id"] if self.items else None
         self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item: dict = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item: dict = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                      "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         self.items.append(item)
         self._audio_ms[item_id] = duration
         self.emit("conversation.item.added", previous_item_id=previous, item=item)
@@ -557,7 +557,7 @@ class _OutputWriter:
         s.emit("response.output_audio_transcript.delta", **self._ids(), content_index=self.audio_index, delta=text)
         fmt = response.output_format["type"]
         async for pcm in synthesize_stream(sentence, sample_rate=audio.format_rate(fmt), voice=response.voice,
-                                                  speed=response.speed):
+                                           speed=response.speed):
             lead_ms = response.out_audio_ms - (asyncio.get_running_loop().time() - response.started) * 1000
             if lead_ms > OUTPUT_LEAD_MS:
                 await asyncio.sleep((lead_ms - OUTPUT_LEAD_MS) / 1000)
