@@ -84,4 +84,4 @@ def wait_for_function(page, expression: str, timeout: float = 30_000) -> None:
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{expression} still false after {timeout} ms")
-        page.wait_for_timeout(100)  # polling the page's state, as Playwright's own wait does
+        page.wait_for_timeout(50)  # polling the page's state, as Playwright's own wait does (every frame)
