@@ -198,6 +198,7 @@ async def _drain() -> None:
     for sid in list(_connections):
         await sio.emit("error", error, to=sid)
         await sio.disconnect(sid)
+    await asyncio.gather(*list(_meters_closing), return_exceptions=True)  # their usage, flushed before exit
 
 
 drain.drain_hook("rooms", _drain)
