@@ -7,6 +7,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from accounts.billing.writer import usage_spool_keeper_start  # noqa: E402
+
+usage_spool_keeper_start()  # usage a previous life of this process (or a dead peer) spooled gets written
+
 import socketio  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

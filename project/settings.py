@@ -235,6 +235,9 @@ LOCAL_AGENT_LLM_URL = env_url("LOCAL_AGENT_LLM_URL", None, schemes=("http", "htt
 LOCAL_AGENT_LLM_MODEL = env_str("LOCAL_AGENT_LLM_MODEL", "gpt-4o-mini")
 LOCAL_AGENT_LLM_API_KEY = env_str("LOCAL_AGENT_LLM_API_KEY", "")
 SPEECH_WORKERS = env_int("SPEECH_WORKERS", 2, minimum=1, maximum=64)
+# With turn detection on, input audio heard before speech starts is kept for at most this long (at
+# least the session's prefix_padding_ms): a silent session's memory stays flat however long it lasts.
+LOCAL_AGENT_PRE_SPEECH_MS = env_int("LOCAL_AGENT_PRE_SPEECH_MS", 1000, minimum=0, maximum=60_000)
 
 # --- Realtime gateway limits (realtime/gateway/limits.py, realtime/gateway/session.py) ---------------------------
 # Browser (Origin-bearing) WebSocket connections must come from one of these origins.
@@ -278,6 +281,9 @@ if not (len(BILLING_CURRENCY) == 3 and BILLING_CURRENCY.isascii() and BILLING_CU
 BILLING_SPEND_CACHE_SECONDS = env_float("BILLING_SPEND_CACHE_SECONDS", 5.0, minimum=0.1)
 if BILLING_SPEND_CACHE_SECONDS > 60:
     raise ImproperlyConfigured("BILLING_SPEND_CACHE_SECONDS must be at most 60")
+# Usage that cannot reach the database waits here (one fsynced file per process) until it is written;
+# a process adopts the files of processes that ended. Must be on durable, process-shared storage.
+BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-spool"))
 # A live session whose budget is spent is warned, then closed after this long.
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
