@@ -74,3 +74,11 @@ def api_key_status(*, api_key: ApiKey, now=None) -> str:
     if api_key.rotation_grace_ends_at is not None:
         return "rotating" if api_key.rotation_grace_ends_at > now else "rotated"
     return "active"
+
+
+def deployment_default_key(*, project: Project, environment_kind: str) -> str:
+    """The public key of the environment's default deployment ("" when it has none)."""
+    from accounts.models import Deployment
+
+    return (Deployment.objects.filter(project=project, environment__kind=environment_kind, is_default=True)
+            .values_list("deployment_key", flat=True).first() or "")

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import quickstart, selectors, services
 from accounts.exceptions import ServiceError
 from accounts.forms import DeleteProjectForm, InviteForm, KeyCreateForm, KeyRotateForm, ProjectForm, RoleForm
 from accounts.models import Role
@@ -16,13 +16,28 @@ def _apply_error(form, error: ServiceError) -> None:
     form.add_error(field, error.message)
 
 
+def _quickstart_context(request, project, *, environment_kind: str, secret: str = "") -> dict:
+    """Snippets filled in with this server's URL (as the browser reached it), the environment's default
+    deployment and, on the page that shows a new key, that key."""
+    config = quickstart.QuickstartConfig(
+        base_url=request.build_absolute_uri("/").rstrip("/"), api_key=secret,
+        deployment_key=selectors.deployment_default_key(project=project, environment_kind=environment_kind),
+    )
+    note = ("Your new key is filled in below: this is the only time it is shown." if secret else
+            f"For the {environment_kind} environment. Replace {quickstart.KEY_PLACEHOLDER} with a key "
+            "(the page that creates a key shows these snippets with it filled in).")
+    return {"snippets": quickstart.snippets_for(config), "quickstart_note": note}
+
+
 def _secret_page(request, membership, api_key, secret, *, rotated_from=None):
     """The only page that ever shows a secret; never cached, never stored."""
     response = render(
         request,
         "accounts/key_created.html",
         {"membership": membership, "project": membership.project, "api_key": api_key, "secret": secret,
-         "rotated_from": rotated_from},
+         "rotated_from": rotated_from,
+         **_quickstart_context(request, membership.project, environment_kind=api_key.environment.kind,
+                               secret=secret)},
     )
     response["Cache-Control"] = "no-store"
     return response
@@ -73,7 +88,8 @@ def project_detail(request, slug):
     return render(
         request,
         "accounts/project_detail.html",
-        _context(membership, environments=environments, key_form=KeyCreateForm()),
+        _context(membership, environments=environments, key_form=KeyCreateForm(),
+                 **_quickstart_context(request, membership.project, environment_kind="development")),
     )
 
 
