@@ -166,7 +166,8 @@ elif env_str("EMAIL_FILE_PATH"):
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Switchboard <noreply@switchboard.local>")
+SITE_NAME = env_str("SITE_NAME", "Switchboard")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@switchboard.local>")
 
 # --- Static files ---------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -271,6 +272,8 @@ BILLING_SPEND_CACHE_SECONDS = env_float("BILLING_SPEND_CACHE_SECONDS", 5.0, mini
 if BILLING_SPEND_CACHE_SECONDS > 60:
     raise ImproperlyConfigured("BILLING_SPEND_CACHE_SECONDS must be at most 60")
 # A live session whose budget is spent is warned, then closed after this long.
+# "Test connection" on the agent form: the longest it waits for the provider's session.created.
+AGENT_TEST_TIMEOUT_SECONDS = env_float("AGENT_TEST_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
 # --- Tasks dialect (seed 001: realtime/dialects/tasks/consumer.py, realtime/dialects/tasks/) -----------------------

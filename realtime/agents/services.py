@@ -205,6 +205,28 @@ def agent_create(*, project: Project, data: dict) -> Agent:
     return _agent_save(agent)
 
 
+def agent_build(*, project: Project, data: dict, existing: Agent | None = None) -> Agent:
+    """A validated, unsaved agent from form data (for "Test connection"): ``existing``'s fields fill
+    what ``data`` lacks."""
+    current = {field: getattr(existing, field) for field in AGENT_FIELDS - {"credential"}} if existing else {}
+    clean = _agent_clean({**current, **data})
+    return Agent(project=project, **clean)
+
+
+@transaction.atomic
+def agent_make_default(*, agent: Agent, environment: Environment) -> Deployment:
+    """Make ``agent`` what ``environment``'s keys reach by default: its existing deployment there
+    becomes the default, or a new one is made for it."""
+    deployment = Deployment.objects.filter(environment=environment, agent=agent).order_by("pk").first()
+    if deployment is None:
+        name, n = f"{agent.name} ({environment.kind})", 2
+        while Deployment.objects.filter(project_id=agent.project_id, name=name).exists():
+            name, n = f"{agent.name} ({environment.kind}) {n}", n + 1
+        deployment = Deployment.objects.create(project_id=agent.project_id, environment=environment, agent=agent,
+                                               name=name[:100])
+    return deployment_set_default(deployment=deployment)
+
+
 def agent_update(*, agent: Agent, data: dict) -> Agent:
     """Fields absent from ``data`` keep their values. ``credential``: absent or None keeps the stored
     one, "" clears it, anything else replaces it."""
