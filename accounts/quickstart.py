@@ -158,7 +158,7 @@ ws.on('message', (buffer) => {{
       break;
     case 'response.done':
       console.log('\\nturn complete:', message.response.status);
-      ws.close();
+      ws.close(1000); // a normal close ends the session; any other keeps it resumable for a while
       break;
     case 'error':
       console.error('error:', message.error.code, message.error.message);

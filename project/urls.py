@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from realtime.console.views import console_page, session_usage
-from realtime.sessions.views import session_list
+from realtime.sessions.views import session_inspect, session_list
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("realtime.urls")),
     path("projects/<slug:slug>/sessions/", session_list, name="session-list"),
     path("projects/<slug:slug>/sessions/<str:session_id>/usage", session_usage, name="console-session-usage"),
+    path("projects/<slug:slug>/sessions/<str:session_id>/", session_inspect, name="session-inspect"),
     path("projects/<slug:slug>/console/", console_page, name="console"),
 ]
 

@@ -23,6 +23,7 @@ from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authentica
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
+from realtime.sessions.timeline import timeline_note
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ async def message(sid, data):
         return
     connection.meter.add("messages", 1)
     await sio.emit("message", data, room=connection.room)
+    timeline_note(project_id=connection.auth.project_id, session_id=connection.meter.session_id, direction="client",
+                  event={"type": "message", "data": data})
 
 
 _meters_closing: set[asyncio.Task] = set()

@@ -28,6 +28,7 @@ from realtime.dialects.tasks import speech as speech_tasks
 from realtime.dialects.tasks.buffer import task_outbox_push
 from realtime.gateway.auth import ConnectionAuth
 from realtime.gateway.metering import SessionMeter
+from realtime.sessions.timeline import timeline_note
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class TaskSession:
                         await self.meter.flush()
                     except Exception:  # the periodic flush retries the same batch (idempotently)
                         logger.exception("usage flush failed for task %s", task_uuid)
+        timeline_note(project_id=self.auth.project_id, session_id=self.meter.session_id, direction="task",
+                      event={"type": f"task.{task_type}", "task": task, "result": orjson.loads(message)})
         await self.publish(message)
 
     async def publish(self, text: str) -> None:
