@@ -7,3 +7,13 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts.api import schema  # noqa: F401  (registers the API-key auth scheme with drf-spectacular)
+        from allauth.account.signals import email_confirmed
+
+        email_confirmed.connect(_accept_invitations, dispatch_uid="accounts-accept-invitations")
+
+
+def _accept_invitations(sender, request, email_address, **kwargs):
+    """Someone verified an address: the invitations waiting for it make them a member."""
+    from accounts.invitations import invitation_accept_pending
+
+    invitation_accept_pending(user=email_address.user, email=email_address.email)

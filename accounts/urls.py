@@ -6,6 +6,8 @@ from accounts.billing import views as billing
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/projects/", permanent=False), name="home"),
+    path("accounts/verification/resend/", views.verification_resend, name="verification-resend"),
+    path("invitations/<str:token>/", views.invitation_page, name="invitation-page"),
     path("projects/", views.project_list, name="project-list"),
     path("projects/new/", views.project_new, name="project-new"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),

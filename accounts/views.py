@@ -3,12 +3,13 @@ member of is a 404 on every page (selectors.membership_get_for_user)."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import quickstart, selectors, services
+from accounts import invitations, quickstart, selectors, services
 from accounts.exceptions import ServiceError
 from accounts.forms import DeleteProjectForm, InviteForm, KeyCreateForm, KeyRotateForm, ProjectForm, RoleForm
-from accounts.models import Role
+from accounts.models import Invitation, Role
 
 
 def _apply_error(form, error: ServiceError) -> None:
@@ -162,19 +163,27 @@ def member_list(request, slug):
     status = 200
     if request.method == "POST" and form.is_valid():
         try:
-            invited = services.membership_invite(by=membership, email=form.cleaned_data["email"], role=form.cleaned_data["role"])
+            invited = services.membership_invite(
+                by=membership, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
+                invite_link_base=request.build_absolute_uri(reverse("invitation-page", kwargs={"token": "x"}))[:-2],
+            )
         except ServiceError as error:
             _apply_error(form, error)
             status = error.status
         else:
-            messages.success(request, f"{invited.user.email} added as {invited.get_role_display().lower()}.")
+            if isinstance(invited, Invitation):
+                messages.success(request, f"Invitation sent to {invited.email}: they join as "
+                                          f"{invited.get_role_display().lower()} once they accept.")
+            else:
+                messages.success(request, f"{invited.user.email} added as {invited.get_role_display().lower()}.")
             return redirect("member-list", slug=slug)
     if form.errors and status == 200:
         status = 400
     members = selectors.membership_list(project=membership.project)
     return render(
         request, "accounts/member_list.html",
-        _context(membership, members=members, form=form, role_choices=Role.choices), status=status,
+        _context(membership, members=members, form=form, role_choices=Role.choices,
+                 invitations=invitations.invitation_list_pending(project=membership.project)), status=status,
     )
 
 
@@ -258,6 +267,43 @@ def project_delete(request, slug):
         _context(membership, form=ProjectForm(initial={"name": membership.project.name}), delete_form=delete_form),
         status=status,
     )
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_page(request, token):
+    """The link in an invitation email: who invites you to what; Accept when signed in with the invited
+    address, else sign up (the invitation is accepted when the address is verified) or sign in."""
+    invitation = invitations.invitation_get(token=token)
+    if request.user.is_authenticated and invitation.accepted_by_id == request.user.pk:
+        # Accepted when they verified the address (sign-up brings them back here): on to the project.
+        messages.success(request, f"You are a member of “{invitation.project.name}”.")
+        return redirect("project-detail", slug=invitation.project.slug)
+    error = None
+    if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect(f"{reverse('account_login')}?next={request.path}")
+        try:
+            accepted = invitations.invitation_accept(invitation=invitation, user=request.user)
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            messages.success(request, f"You joined “{accepted.project.name}” as {accepted.get_role_display().lower()}.")
+            return redirect("project-detail", slug=accepted.project.slug)
+    return render(request, "accounts/invitation.html", {
+        "invitation": invitation, "open": invitations.invitation_is_open(invitation=invitation), "error": error,
+        "matches": request.user.is_authenticated and request.user.email.lower() == invitation.email.lower(),
+    }, status=409 if error else 200)
+
+
+@require_POST
+def verification_resend(request):
+    """"Resend verification email" on the confirm-your-email page; the same answer whether or not the
+    address has an account, then back to that page (redirect after POST)."""
+    email = (request.POST.get("email") or "").strip()
+    services.email_verification_resend(request=request, email=email)
+    messages.info(request, f"If {email or 'that address'} belongs to an account waiting for verification, a new "
+                           "verification email is on its way (at most one every few minutes).")
+    return redirect("account_email_verification_sent")
 
 
 def page_not_found(request, exception):

@@ -151,6 +151,7 @@ ACCOUNT_RATE_LIMITS = {
 LOGIN_REDIRECT_URL = "/projects/"
 LOGIN_URL = "/accounts/login/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"  # emails branded with SITE_NAME
 
 # --- Email ----------------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")
