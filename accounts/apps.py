@@ -6,8 +6,9 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from accounts.api import schema  # noqa: F401  (registers the API-key auth scheme with drf-spectacular)
         from allauth.account.signals import email_confirmed
+
+        from accounts.api import schema  # noqa: F401  (registers the API-key auth scheme with drf-spectacular)
 
         email_confirmed.connect(_accept_invitations, dispatch_uid="accounts-accept-invitations")
 

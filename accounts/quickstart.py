@@ -46,8 +46,40 @@ class Snippet:
 
 def _session(config: QuickstartConfig, *, text_only: bool) -> dict:
     session = {"type": "realtime", **config.session}
-    if text_only:
+    if text_only and "output_modalities" not in session:
         session["output_modalities"] = ["text"]
+    return session
+
+
+def session_from_console(*, instructions: str = "", voice: str = "", turn_detection: str = "",
+                         silence_duration_ms: str = "", output: str = "", tools: str = "") -> dict:
+    """The ``session`` of the console's "Apply settings", from its form fields (as the console's script
+    builds it), for "View code". Anything unreadable is left out rather than guessed."""
+    session: dict = {}
+    if instructions:
+        session["instructions"] = instructions[:20000]
+    if output in ("audio", "text"):
+        session["output_modalities"] = [output]
+    audio: dict = {}
+    if turn_detection == "none":
+        audio["input"] = {"turn_detection": None}
+    elif turn_detection == "semantic_vad":
+        audio["input"] = {"turn_detection": {"type": "semantic_vad"}}
+    elif turn_detection == "server_vad":
+        detection: dict = {"type": "server_vad"}
+        if silence_duration_ms.isdigit():
+            detection["silence_duration_ms"] = int(silence_duration_ms)
+        audio["input"] = {"turn_detection": detection}
+    if voice:
+        audio["output"] = {"voice": voice[:100]}
+    if audio:
+        session["audio"] = audio
+    try:
+        parsed = json.loads(tools) if tools else []
+    except ValueError:
+        parsed = []
+    if isinstance(parsed, list) and parsed:
+        session["tools"] = parsed
     return session
 
 
@@ -78,7 +110,7 @@ async def main() -> None:
         }})
         await connection.response.create()
         async for event in connection:
-            if event.type == "response.output_text.delta":
+            if event.type in ("response.output_text.delta", "response.output_audio_transcript.delta"):
                 print(event.delta, end="", flush=True)
             elif event.type == "error":
                 raise SystemExit(f"error: {{event.error.code}}: {{event.error.message}}")
@@ -93,7 +125,7 @@ asyncio.run(main())
 
 
 def curl_token_snippet(config: QuickstartConfig) -> str:
-    body = {"ttl_seconds": 300}
+    body: dict = {"ttl_seconds": 300}
     if config.deployment_key:
         body["deployment"] = config.deployment_key
     if config.session:
@@ -123,7 +155,9 @@ ws.addEventListener("open", () => {{
 
 ws.addEventListener("message", (message) => {{
   const event = JSON.parse(message.data);
-  if (event.type === "response.output_text.delta") console.log(event.delta);
+  if (event.type === "response.output_text.delta" || event.type === "response.output_audio_transcript.delta") {{
+    console.log(event.delta);
+  }}
   if (event.type === "error") console.error(event.error.code, event.error.message);
   if (event.type === "response.done") ws.close();
 }});
@@ -154,6 +188,7 @@ ws.on('message', (buffer) => {{
       ws.send(JSON.stringify({{ type: 'response.create' }}));
       break;
     case 'response.output_text.delta':
+    case 'response.output_audio_transcript.delta':
       process.stdout.write(message.delta);
       break;
     case 'response.done':

@@ -32,7 +32,9 @@ def _host(url: str) -> str:
 
 
 def _provider_error(event: dict) -> str:
-    error = event.get("error") if isinstance(event.get("error"), dict) else {}
+    error = event.get("error")
+    if not isinstance(error, dict):
+        error = {}
     text = str(error.get("message") or error.get("code") or "no details")[:300]
     return f"The provider answered with an error: {text}"
 

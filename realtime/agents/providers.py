@@ -23,20 +23,21 @@ class ProviderPreset:
     help: str
 
 
+# Keyed by accounts.models.Provider's values.
 PRESETS: dict[str, ProviderPreset] = {
-    Provider.LOCAL: ProviderPreset(
-        Provider.LOCAL, "Local agent", "", "None needed: the built-in agent runs inside Switchboard.",
+    "local": ProviderPreset(
+        "local", "Local agent", "", "None needed: the built-in agent runs inside Switchboard.",
         ("local-echo",), REALTIME_VOICES,
         "The built-in agent: speech in, speech out, no network and no account needed. Good for trying things out.",
     ),
-    Provider.OPENAI: ProviderPreset(
-        Provider.OPENAI, "OpenAI", OPENAI_URL, "Your OpenAI API key (sk-…), sent as a Bearer token.",
+    "openai": ProviderPreset(
+        "openai", "OpenAI", OPENAI_URL, "Your OpenAI API key (sk-…), sent as a Bearer token.",
         ("gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview"),
         REALTIME_VOICES,
         "OpenAI's Realtime API. Pick a model and voice, paste your API key, then test the connection.",
     ),
-    Provider.INWORLD: ProviderPreset(
-        Provider.INWORLD, "Inworld", INWORLD_URL,
+    "inworld": ProviderPreset(
+        "inworld", "Inworld", INWORLD_URL,
         "Your Inworld API key exactly as the Inworld portal shows it (already Base64), sent as Basic auth.",
         ("openai/gpt-4o-mini", "openai/gpt-4.1-mini", "openai/gpt-4.1", "google-ai-studio/gemini-2.5-flash",
          "anthropic/claude-3-5-haiku-latest"),
@@ -44,8 +45,8 @@ PRESETS: dict[str, ProviderPreset] = {
          "Mark", "Olivia", "Priya", "Ronald", "Sarah", "Theodore", "Timothy", "Wendy"),
         "Inworld's Realtime API. The model is the LLM behind the agent; the voice is an Inworld TTS voice.",
     ),
-    Provider.CUSTOM: ProviderPreset(
-        Provider.CUSTOM, "Custom URL", "", "Whatever your endpoint expects; put it in a header with {credential}.",
+    "custom": ProviderPreset(
+        "custom", "Custom URL", "", "Whatever your endpoint expects; put it in a header with {credential}.",
         (), REALTIME_VOICES,
         "Any endpoint that speaks the realtime event protocol. {session_id}, {model} and {credential} in the "
         "URL are filled in per session.",

@@ -62,7 +62,7 @@ def _user_text(event: SessionEvent) -> str | None:
     if event.direction == "client" and event.type == "conversation.item.create":
         item = event.data.get("item") or {}
         if isinstance(item, dict) and item.get("role") == "user":
-            parts = [c.get("text") for c in item.get("content") or [] if isinstance(c, dict) and c.get("text")]
+            parts = [str(c["text"]) for c in item.get("content") or [] if isinstance(c, dict) and c.get("text")]
             return " ".join(parts) or None
     if event.type == "conversation.item.input_audio_transcription.completed":
         return event.data.get("transcript") or None

@@ -3,8 +3,8 @@ with three loopback fake upstreams: one that opens a session, one that refuses t
 that accepts the TCP connection and never answers. Then the same screen makes the agent the
 development default."""
 import asyncio
-import re
 import json
+import re
 import threading
 from http import HTTPStatus
 
