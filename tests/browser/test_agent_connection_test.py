@@ -85,6 +85,11 @@ def test_connection_test_reports_success_refused_credential_and_no_answer(
     assert page.locator("#models-openai option[value='gpt-realtime']").count() == 1
     expect(page.locator(".preset-help[data-provider=openai]")).to_be_visible()
     expect(page.locator(".preset-help[data-provider=inworld]")).to_be_hidden()
+    # Every field explains itself, and the input points at its help (Django's aria-describedby).
+    for field in ("name", "provider", "url", "model", "voice", "instructions", "tools", "header_template",
+                  "credential", "default_in"):
+        expect(page.locator(f"#id_{field}_helptext")).not_to_be_empty()
+        assert f"id_{field}_helptext" in (page.locator(f"#id_{field}").get_attribute("aria-describedby") or "")
     assert page.locator("#id_model").get_attribute("list") == "models-openai"
     page.locator("#id_model").fill("gpt-realtime")
     page.locator("#id_voice").fill("marin")
