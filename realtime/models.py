@@ -100,4 +100,4 @@ class SessionEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "session_id", "id"])]
+        indexes = [models.Index(fields=["project", "session_id", "id"]), models.Index(fields=["at"])]

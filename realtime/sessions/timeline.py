@@ -7,7 +7,8 @@ it elides audio, cuts long strings, merges runs of audio or delta events into on
 a per-process list. A named background task writes that list in batches (``bulk_create``) every
 TIMELINE_FLUSH_SECONDS, so nothing on the relay path waits on the database. Bounds: at most
 TIMELINE_MAX_EVENTS entries per session (then one ``timeline.truncated`` entry), at most
-PENDING_MAX entries waiting to be written (beyond that, entries are dropped and counted in the log).
+PENDING_MAX entries waiting to be written (beyond that, entries are dropped and counted in the log),
+RETENTION_DAYS of history (the writer deletes older entries once an hour).
 The timeline is diagnostic: a batch the database refuses is logged and dropped, never retried forever.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 TIMELINE_MAX_EVENTS = 500
 TIMELINE_FLUSH_SECONDS = 1.0
 PENDING_MAX = 20_000
+RETENTION_DAYS = 30  # older entries are deleted by the writer, at most once an hour per process
+PRUNE_EVERY_SECONDS = 3600.0
 IDLE_FORGET_SECONDS = 900  # a session noted nothing for this long: its state is forgotten (dialects
 # without an upstream never say they ended)
 STRING_MAX = 400  # longer strings (base64 images, long instructions) are cut
@@ -66,6 +69,7 @@ class _Writer:
     sessions: dict[tuple[int, str], _SessionState] = field(default_factory=dict)
     task: asyncio.Task | None = None
     dropped: int = 0
+    next_prune: float = 0.0
 
 
 _writer = _Writer()
@@ -196,6 +200,15 @@ def _write(entries: list[_Entry]) -> None:
     ], batch_size=500)
 
 
+def _prune() -> int:
+    from datetime import timedelta
+
+    from realtime.models import SessionEvent
+
+    cutoff = timezone.now() - timedelta(days=RETENTION_DAYS)
+    return SessionEvent.objects.filter(at__lt=cutoff).delete()[0]
+
+
 def _writer_ensure() -> None:
     try:
         loop = asyncio.get_running_loop()
@@ -227,12 +240,17 @@ async def timeline_flush() -> None:
     if _writer.dropped:
         logger.warning("session timeline: %d entries dropped (writer behind)", _writer.dropped)
         _writer.dropped = 0
-    if not batch:
-        return
-    try:
-        await database_sync_to_async(_write)(batch)
-    except Exception:
-        logger.exception("session timeline: a batch of %d entries could not be written", len(batch))
+    if batch:
+        try:
+            await database_sync_to_async(_write)(batch)
+        except Exception:
+            logger.exception("session timeline: a batch of %d entries could not be written", len(batch))
+    if now >= _writer.next_prune:
+        _writer.next_prune = now + PRUNE_EVERY_SECONDS
+        try:
+            await database_sync_to_async(_prune)()
+        except Exception:
+            logger.exception("session timeline: old entries could not be deleted")
 
 
 async def timeline_writer_stop() -> None:

@@ -150,3 +150,8 @@ def test_connection_test_without_javascript_and_for_members(server_factory, owne
             if expected == 200:
                 assert "Connected: session.created in" in page.text
                 assert GOOD_KEY not in page.text
+                # The local preset reaches the built-in agent of the server that runs the test.
+                local = client.post(url, data={"name": "Local", "provider": "local", "action": "test",
+                                               "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+                                    headers={"Referer": server.http_url + url, "Accept": "application/json"})
+                assert local.status_code == 200 and local.json()["ok"] is True, local.text
