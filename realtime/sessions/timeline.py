@@ -40,7 +40,8 @@ AUDIO_EVENTS = {
     "response.output_audio.delta": "delta",
     "response.audio.delta": "delta",
 }
-_AUDIO_MARKERS = tuple(f'"{kind}"'.encode() for kind in AUDIO_EVENTS)
+_AUDIO_MARKERS_TEXT = tuple(f'"{kind}"' for kind in AUDIO_EVENTS)
+_AUDIO_MARKERS = tuple(marker.encode() for marker in _AUDIO_MARKERS_TEXT)
 
 
 @dataclass
@@ -132,20 +133,20 @@ def timeline_note(*, project_id: int, session_id: str, direction: str, event: di
 
 
 def _note_text(*, project_id: int, session_id: str, direction: str, message) -> None:
-    raw = message if isinstance(message, bytes) else str(message).encode("utf-8", "replace")
-    head = raw[:64]
-    for marker, kind in zip(_AUDIO_MARKERS, AUDIO_EVENTS, strict=True):
-        if marker in head:  # the bulk of a session's events: counted without parsing the audio
+    head = message[:64]
+    markers = _AUDIO_MARKERS if isinstance(head, bytes) else _AUDIO_MARKERS_TEXT
+    for marker, kind in zip(markers, AUDIO_EVENTS, strict=True):
+        if marker in head:  # the bulk of a session's events: counted without parsing (or copying) the audio
             event: dict = {"type": kind, AUDIO_EVENTS[kind]: None}
             timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
             state = _writer.sessions.get((project_id, session_id))
             if state is not None and state.last is not None and state.last.type == kind:
-                state.last.data["audio_bytes"] = state.last.data.get("audio_bytes", 0) + len(raw) * 3 // 4
+                state.last.data["audio_bytes"] = state.last.data.get("audio_bytes", 0) + len(message) * 3 // 4
             return
     try:
-        event = orjson.loads(raw)
+        event = orjson.loads(message)
     except orjson.JSONDecodeError:
-        event = {"type": "unparsed", "text": raw[:STRING_MAX].decode("utf-8", "replace")}
+        event = {"type": "unparsed", "text": str(message[:STRING_MAX])}
     if isinstance(event, dict):
         timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
 
