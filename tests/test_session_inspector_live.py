@@ -146,5 +146,6 @@ def test_inspector_shows_a_session_of_every_dialect(server_factory, project, own
 
     listing = Client()
     listing.force_login(owner)
-    assert f"/projects/{project.slug}/sessions/{realtime_id}/" in listing.get(
-        f"/projects/{project.slug}/sessions/").content.decode()
+    sessions_page = listing.get(f"/projects/{project.slug}/sessions/").content.decode()
+    for session_id in (realtime_id, conversation_id, rooms_id, tasks_id):  # each opens from the Sessions tab
+        assert f'href="/projects/{project.slug}/sessions/{session_id}/"' in sessions_page, session_id
