@@ -55,7 +55,11 @@ def test_only_managers_invite_and_only_the_invited_address_accepts(
     accepted = page.post(f"/invitations/{token}/")
     assert accepted.status_code == 302 and accepted["Location"] == f"/projects/{project.slug}/"
     assert Membership.objects.get(project=project, user=someone).role == Role.MEMBER
-    assert page.post(f"/invitations/{token}/").status_code == 409  # spent
+    again = page.get(f"/invitations/{token}/")  # the invitee again: straight to the project
+    assert again.status_code == 302 and again["Location"] == f"/projects/{project.slug}/"
+    other = Client()
+    other.force_login(outsider)
+    assert other.post(f"/invitations/{token}/").status_code == 409  # spent for anyone else
     assert Client().get("/invitations/not-a-token/").status_code == 404
 
 
