@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0004_budget_alerts_invitations'),
+        ('accounts', '0005_budget_alerts_invitations'),
         ('realtime', '0002_task_images_conversations'),
     ]
 

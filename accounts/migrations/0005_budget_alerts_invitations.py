@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0003_default_prices'),
+        ('accounts', '0004_project_archive_keeps_ledger'),
     ]
 
     operations = [
