@@ -6,7 +6,8 @@ import pytest
 from django.core import mail
 
 from accounts.billing import alerts
-from accounts.billing.budgets import budget_state_load, monthly_spend_add
+from accounts.billing.budgets import budget_state_load
+from accounts.billing.ledger import monthly_spend_add
 from accounts.billing.usage import month_first, today
 from accounts.models import Budget, BudgetAlert, EnvironmentKind, Membership, Role
 from accounts.services import api_key_create
