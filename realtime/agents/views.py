@@ -155,6 +155,9 @@ def _agent_form_post(request, membership, context: dict, agent: Agent | None):
     if request.POST.get("action") == "test":
         if not form.is_valid() and set(form.errors) - {"name"}:
             result = ConnectionTestResult(False, "invalid", "Fix the fields marked above, then test again.")
+            if "application/json" in request.headers.get("Accept", ""):
+                errors = {field: [str(e) for e in errs] for field, errs in form.errors.items() if field != "name"}
+                return JsonResponse({**result.as_json(), "errors": errors}, status=400)
         else:
             form.errors.pop("name", None)
             outcome = _agent_connection_test(request, membership, form, agent)

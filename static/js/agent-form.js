@@ -33,7 +33,10 @@
       .then(function (response) { return response.json(); })
       .then(function (body) {
         result.className = body.ok ? "test-ok" : "test-failed";
-        result.textContent = body.message;
+        var problems = Object.keys(body.errors || {}).map(function (field) {
+          return field + ": " + body.errors[field].join(" ");
+        });
+        result.textContent = problems.length ? "Fix these first: " + problems.join("; ") : body.message;
       })
       .catch(function () {
         result.className = "test-failed";

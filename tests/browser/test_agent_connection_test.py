@@ -155,3 +155,7 @@ def test_connection_test_without_javascript_and_for_members(server_factory, owne
                                                "csrfmiddlewaretoken": client.cookies["csrftoken"]},
                                     headers={"Referer": server.http_url + url, "Accept": "application/json"})
                 assert local.status_code == 200 and local.json()["ok"] is True, local.text
+                # A field that cannot be read is named, and nothing is attempted.
+                bad = client.post(url, data={**form, "tools": "[oops", "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+                                  headers={"Referer": server.http_url + url, "Accept": "application/json"})
+                assert bad.status_code == 400 and bad.json()["ok"] is False and "tools" in bad.json()["errors"]
