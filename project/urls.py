@@ -1,11 +1,22 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from realtime.console.views import console_page, session_usage
 from realtime.sessions.views import session_list
 
+class FaviconRedirect(RedirectView):
+    permanent = True
+
+    def get_redirect_url(self, *args, **kwargs):
+        return static("favicon.svg")
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico whatever the page links; send them to the real icon.
+    path("favicon.ico", FaviconRedirect.as_view(), name="favicon"),
     path("accounts/", include("allauth.urls")),
     path("api/", include("accounts.api.urls")),
     path("", include("accounts.urls")),

@@ -19,6 +19,7 @@ urlpatterns = [
             api.DeploymentDetailView.as_view(), name="api-deployment"),
     # Portal
     path("projects/<slug:slug>/console/token", views.console_token, name="console-token"),
+    path("projects/<slug:slug>/console/enable", views.console_enable, name="console-enable"),
     path("projects/<slug:slug>/agents/", views.agent_list, name="agent-list"),
     path("projects/<slug:slug>/agents/new/", views.agent_new, name="agent-new"),
     path("projects/<slug:slug>/agents/<int:agent_id>/", views.agent_edit, name="agent-edit"),
