@@ -1,10 +1,11 @@
 from django.contrib import admin
-from django.http import Http404
 from django.templatetags.static import static
-from django.urls import Resolver404, include, path, re_path, resolve
-from django.views.decorators.csrf import csrf_exempt
+from django.urls import URLPattern, include, path
+from django.urls.resolvers import RoutePattern
 from django.views.generic import RedirectView
 
+from accounts.api import urls as accounts_api_urls
+from realtime import urls as realtime_urls
 from realtime.console.views import console_page, session_usage
 from realtime.sessions.views import session_list
 
@@ -16,15 +17,17 @@ class FaviconRedirect(RedirectView):
         return static("favicon.svg")
 
 
-@csrf_exempt  # the target view does its own CSRF check (DRF's session authentication)
-def api_slash_alias(request, rest):
-    """REST paths have no trailing slash; the slashed form is an alias (same view, same answer, any
-    method) so a client written either way keeps working. Not in the OpenAPI schema."""
-    try:
-        match = resolve(f"/api/v1/{rest}")
-    except Resolver404:
-        raise Http404 from None
-    return match.func(request, *match.args, **match.kwargs)
+def api_slash_aliases(patterns, prefix: str) -> list[URLPattern]:
+    """REST paths have no trailing slash; each gets a slashed twin (same view, same answer, any
+    method) so a client written either way keeps working. Only real paths get one, so an unknown path
+    stays a plain 404 rather than a redirect. The schema leaves the twins out
+    (accounts.api.schema.schema_without_slash_aliases)."""
+    return [
+        path(f"{prefix}{pattern.pattern}/", pattern.callback)
+        for pattern in patterns
+        if isinstance(pattern, URLPattern) and isinstance(pattern.pattern, RoutePattern)
+        and f"{prefix}{pattern.pattern}".startswith("api/v1/") and not str(pattern.pattern).endswith("/")
+    ]
 
 
 urlpatterns = [
@@ -38,7 +41,8 @@ urlpatterns = [
     path("projects/<slug:slug>/sessions/", session_list, name="session-list"),
     path("projects/<slug:slug>/sessions/<str:session_id>/usage", session_usage, name="console-session-usage"),
     path("projects/<slug:slug>/console/", console_page, name="console"),
-    re_path(r"^api/v1/(?P<rest>.+[^/])/$", api_slash_alias, name="api-slash-alias"),
+    *api_slash_aliases(accounts_api_urls.urlpatterns, "api/"),
+    *api_slash_aliases(realtime_urls.urlpatterns, ""),
 ]
 
 # Portal pages in our layout; under /api/ the JSON error middleware answers instead.
