@@ -72,7 +72,7 @@ def _pages(project, key, agent, member_row) -> list[tuple[str, str]]:
 
 
 ANONYMOUS_PAGES = [("login", "/accounts/login/"), ("signup", "/accounts/signup/"),
-                   ("password-reset", "/accounts/password/reset/")]
+                   ("password-reset", "/accounts/password/reset/"), ("verify-email", "/accounts/confirm-email/")]
 
 
 def _audit(page, name) -> list[str]:
@@ -111,6 +111,9 @@ def test_every_page_is_accessible_and_fits(portal, chromium_browser, artifacts_d
                 expect(page.locator(".opblock").first).to_be_visible()
             problems += _audit(page, name)
             shot(page, artifacts_dir, name, screen)
+        response = page.goto(f"{server.http_url}/projects/no-such-project/")
+        assert response.status == 404
+        problems += _audit(page, "not-found")
     finally:
         context.close()
     assert not problems, "\n".join(problems)
@@ -205,6 +208,7 @@ def test_a_new_key_is_shown_once_and_reloading_creates_nothing(portal, chromium_
         expect(page).to_have_url(re.compile(r"/keys/[0-9a-f-]+/created/$"))
         secret = page.get_by_label("ci runner (development)").input_value()
         assert secret.startswith("sb_dev_")
+        assert not _audit(page, "key-created")
         shot(page, artifacts_dir, "key-created", screen)
         page.reload()
         expect(page.get_by_text("cannot be shown again")).to_be_visible()
@@ -229,11 +233,15 @@ def test_console_controls_are_uncovered_and_its_key_is_managed(portal, chromium_
         page.get_by_role("button", name="Connect", exact=True).click()
         expect(page.locator("#connection-status")).to_contain_text("Connected · session console-")
         expect(page.locator("#agent-state")).to_have_text("listening")
-        expect(page.get_by_role("button", name="End turn")).to_be_enabled()
+        # End turn commits the (here empty) input buffer at once; the agent says there is nothing.
+        page.get_by_role("button", name="End turn").click()
+        expect(page.locator('#event-log li[data-type="input_audio_buffer.commit"][data-direction="out"]')).to_have_count(1)
+        expect(page.locator('#event-log li[data-type="error"]')).to_have_count(1)
+        assert not _audit(page, "console-connected")
         # The count follows the filter.
         expect(page.locator('#event-log li[data-type="session.created"]')).to_have_count(1)
         page.get_by_label("Filter by event type").fill("session.created")
-        expect(page.locator("#log-count")).to_have_text(re.compile(r"^1 of \d+ events? shown$"))
+        expect(page.locator("#log-count")).to_have_text(re.compile(r"^1 of \d+ events shown$"))
         page.get_by_label("Filter by event type").fill("")
         page.get_by_label("Hide audio appends").check()
         total = int(page.locator("#log-count").get_attribute("data-total"))
