@@ -19,8 +19,9 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from accounts.models import Agent, ApiKey, Deployment, Environment, Project, Provider
-from accounts.selectors import CONSOLE_KEY_NAME
+from accounts.exceptions import NotAllowed
+from accounts.models import Agent, ApiKey, Deployment, Environment, Membership, Project, Provider
+from accounts.selectors import CONSOLE_KEY_NAME, MANAGER_ROLES
 from accounts.services import api_key_create
 from realtime.agents.selectors import signing_key_signer
 from realtime.lib.crypto import secret_encrypt
@@ -354,9 +355,11 @@ def console_key_get_or_create(*, environment: Environment) -> ApiKey:
 
 
 @transaction.atomic
-def console_key_enable(*, environment: Environment) -> ApiKey:
-    """Turn the console back on after its key was revoked: a new managed key (the caller checks the
-    member's role)."""
+def console_key_enable(*, by: Membership, environment: Environment) -> ApiKey:
+    """Turn the console back on after its key was revoked: a new managed key. Owners and admins only,
+    as for any key."""
+    if by.role not in MANAGER_ROLES or environment.project_id != by.project_id:
+        raise NotAllowed("forbidden", f"Your role ({by.role}) does not allow you to re-enable the console.")
     Environment.objects.select_for_update().filter(pk=environment.pk).first()
     latest = _console_key_latest(environment)
     if latest is not None and latest.revoked_at is None:

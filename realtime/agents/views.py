@@ -18,6 +18,7 @@ from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.exceptions import NotAllowed
 from accounts.models import Agent, Deployment, EnvironmentKind
 from accounts.selectors import MANAGER_ROLES, membership_get_for_user
 from realtime.agents import selectors, services
@@ -101,12 +102,14 @@ def console_enable(request, slug):
     back = request.POST.get("next") == "console"
     if kind not in EnvironmentKind.values:
         messages.error(request, "Choose an environment to re-enable the console for.")
-    elif membership.role not in MANAGER_ROLES:
-        messages.error(request, "Only owners and admins can re-enable the console.")
     else:
         environment = selectors.environment_get(project=membership.project, kind=kind)
-        services.console_key_enable(environment=environment)
-        messages.success(request, f"The console is enabled again for {kind}: a new managed key was made.")
+        try:
+            services.console_key_enable(by=membership, environment=environment)
+        except NotAllowed as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"The console is enabled again for {kind}: a new managed key was made.")
     return redirect("console" if back else "project-detail", slug=slug)
 
 
