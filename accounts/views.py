@@ -141,7 +141,8 @@ def key_revoke(request, slug, key_pk):
             messages.success(request, f"Key “{api_key.name}” ({api_key.masked}) revoked.")
             return redirect("project-detail", slug=slug)
     return render(
-        request, "accounts/key_revoke.html", _context(membership, api_key=api_key, error=error),
+        request, "accounts/key_revoke.html",
+        _context(membership, api_key=api_key, error=error, managed=selectors.api_key_is_console(api_key=api_key)),
         status=error.status if error else 200,
     )
 
