@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import socketio
 from django.conf import settings
 
+from realtime.dialects import rooms_bus
+from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authenticate, api_key_is_active
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
@@ -42,7 +44,9 @@ def room_name(*, project_id: int, environment_id: int) -> str:
 
 def _client_manager():
     if settings.REDIS_URL:
-        return socketio.AsyncRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
+        from realtime.dialects.rooms_bus import RoomsRedisManager
+
+        return RoomsRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
     return None
 
 
@@ -98,6 +102,10 @@ def _error(code: str, message: str) -> dict:
 
 @sio.event
 async def connect(sid, environ, auth):
+    refusal = availability.admission_check()  # an outage or a drain: refused at once, with its code
+    if refusal is not None:
+        metrics.error_sent(refusal.code)
+        raise socketio.exceptions.ConnectionRefusedError(refusal.message, {"code": refusal.code})
     api_key = auth.get("apiKey") if isinstance(auth, dict) else None
     if not isinstance(api_key, str) or not api_key:
         raise socketio.exceptions.ConnectionRefusedError(
@@ -114,6 +122,7 @@ async def connect(sid, environ, auth):
         bucket=TokenBucket(rate=settings.ROOMS_MESSAGES_PER_SECOND, burst=settings.ROOMS_MESSAGE_BURST),
     )
     await sio.enter_room(sid, room)
+    metrics.session_opened("rooms")
     _sweeper_ensure()
     connection.budget_watch = asyncio.get_running_loop().create_task(
         budget_watch(auth=key, warn=lambda error: _budget_warn(sid, error), close=lambda error: _budget_close(sid, error)),
@@ -147,8 +156,19 @@ async def message(sid, data):
         await sio.emit("error", _error(
             "rate_limited", "Too many messages per second on this connection; this one was not sent."), to=sid)
         return
-    connection.meter.add("messages", 1)
+    if not availability.redis_dependency.up and settings.REDIS_URL:
+        await sio.emit("error", _error(availability.SERVICE_UNAVAILABLE.code,
+                                       "The room cannot be reached right now; the message was not sent."), to=sid)
+        return
+    rooms_bus.broadcast_begin()
     await sio.emit("message", data, room=connection.room)
+    # Billed once the bus took it; a message lost on the way to the other processes is not.
+    if rooms_bus.broadcast_published():
+        connection.meter.add("messages", 1)
+    else:
+        await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
+                                       "(the bus between gateway processes is unavailable); it was not billed."),
+                       to=sid)
 
 
 _meters_closing: set[asyncio.Task] = set()
@@ -158,6 +178,7 @@ _meters_closing: set[asyncio.Task] = set()
 async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
+        metrics.session_closed("rooms", str(reason or "client_closed"))
         watch = connection.budget_watch
         if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
             watch.cancel()
@@ -166,3 +187,17 @@ async def disconnect(sid, reason=None):
         task = asyncio.get_running_loop().create_task(connection.meter.close(), name=f"rooms-meter-close:{sid}")
         _meters_closing.add(task)
         task.add_done_callback(_meters_closing.discard)
+
+
+async def _drain() -> None:
+    """SIGTERM: tell every connection why before the server closes it; a Socket.IO client may simply
+    reconnect (another process serves the same room)."""
+    error = {**_error(availability.SERVER_SHUTTING_DOWN.code,
+                      "This gateway process is shutting down; reconnect (the room is served by other processes)."),
+             "resumable": True}
+    for sid in list(_connections):
+        await sio.emit("error", error, to=sid)
+        await sio.disconnect(sid)
+
+
+drain.drain_hook("rooms", _drain)

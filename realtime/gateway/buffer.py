@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from realtime.gateway import liveness
 from realtime.gateway.limits import redis_client
 
-OWNER_TTL_SECONDS = 30  # refreshed every OWNER_TTL_SECONDS / 3 by the owning process
+OWNER_TTL_SECONDS = liveness.LEASE_SECONDS  # renewed every second by the owner's monitor (liveness.py)
 
 
 class BufferOverflow(Exception):
@@ -70,17 +71,21 @@ async def session_owner_claim(*, session_id: str, project_id: int) -> bool:
     if client is None:
         return True
     value = json.dumps({"process": process_id(), "project_id": project_id})
-    if await client.set(_owner_key(session_id), value, nx=True, ex=OWNER_TTL_SECONDS):
+    if await client.set(_owner_key(session_id), value, nx=True, px=int(OWNER_TTL_SECONDS * 1000)):
+        liveness.owner_held(_owner_key(session_id), value)
         return True
     current = await session_owner_lookup(session_id=session_id)
-    return current is not None and current.process == process_id()
+    if current is not None and current.process == process_id():
+        liveness.owner_held(_owner_key(session_id), value)
+        return True
+    return False
 
 
 async def session_owner_refresh(*, session_id: str, project_id: int) -> None:
     client = redis_client()
     if client is not None:
         value = json.dumps({"process": process_id(), "project_id": project_id})
-        await client.set(_owner_key(session_id), value, ex=OWNER_TTL_SECONDS)
+        await client.set(_owner_key(session_id), value, px=int(OWNER_TTL_SECONDS * 1000))
 
 
 async def session_owner_lookup(*, session_id: str) -> SessionOwner | None:
@@ -91,6 +96,8 @@ async def session_owner_lookup(*, session_id: str) -> SessionOwner | None:
     if raw is None:
         return None
     data = json.loads(raw)
+    if not await liveness.owner_alive(data["process"]):
+        return None  # its process stopped beating: a stale record, never something to wait for
     return SessionOwner(process=data["process"], project_id=int(data["project_id"]))
 
 
@@ -105,6 +112,7 @@ return 0
 
 async def session_owner_release(*, session_id: str) -> None:
     """Delete the ownership record if it is still this process's (compare and delete, atomically)."""
+    liveness.owner_dropped(_owner_key(session_id))
     client = redis_client()
     if client is not None:
         await client.eval(_RELEASE, 1, _owner_key(session_id), process_id())

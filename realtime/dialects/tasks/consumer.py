@@ -28,6 +28,7 @@ from realtime.dialects.tasks.buffer import (
     task_session_register,
     task_session_touch,
 )
+from realtime.dialects.tasks.inflight import TASK_LOST_MESSAGE, task_inflight_lost_claim
 from realtime.dialects.tasks.runner import (
     HANDLERS,
     TaskSession,
@@ -36,7 +37,7 @@ from realtime.dialects.tasks.runner import (
     task_session_attach,
     task_session_detach,
 )
-from realtime.gateway import limits
+from realtime.gateway import availability, drain, limits
 from realtime.gateway.auth import AuthFailed, api_key_authenticate, origin_check, scope_header
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import (
@@ -88,6 +89,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
         self.refused = False
         self._background: list[asyncio.Task] = []
         await self.accept()
+        _live.add(self)  # told why on SIGTERM (realtime/gateway/drain.py)
         try:
             origin_check(self.scope)
         except AuthFailed as exc:
@@ -210,6 +212,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
             await self.send(orjson.dumps({"newConnectionSessionUUID": {"connectionSessionUUID": session_uuid}}).decode())
             await self._send_outbox()
+            await self._send_lost_tasks()
         self._spawn(self._keep_alive(), "tasks-keep-alive")
         self._spawn(budget_watch(auth=auth, warn=self._budget_warn, close=self._budget_close), "tasks-budget-watch")
 
@@ -222,8 +225,10 @@ class TasksConsumer(AsyncWebsocketConsumer):
                 await task_session_touch(session_uuid=self.session_uuid)
                 await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=f"tasks:{self.channel_name}",
                                                   limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
-            except Exception:
-                logger.exception("lease refresh failed for task session %s", self.session_uuid)
+                async with self._send_lock:
+                    await self._send_lost_tasks()
+            except Exception as exc:
+                availability.failure_logged(logger, "lease refresh failed for task session %s", exc, self.session_uuid)
 
     async def _budget_warn(self, error: GatewayError) -> None:
         async with self._send_lock:
@@ -235,6 +240,11 @@ class TasksConsumer(AsyncWebsocketConsumer):
     async def _send_outbox(self) -> None:
         for text in await task_outbox_take(session_uuid=self.session_uuid):
             await self.send(text)
+
+    async def _send_lost_tasks(self) -> None:
+        """Tasks of this session whose process died: an error each, never silence."""
+        for task_uuid, task_type in await task_inflight_lost_claim(session_uuid=self.session_uuid):
+            await self.send(error_message("task_lost", TASK_LOST_MESSAGE, task_uuid=task_uuid, task_type=task_type))
 
     async def _deliver(self, text: str) -> None:
         """A result of this session produced in this process (called by the task runner)."""
@@ -255,6 +265,7 @@ class TasksConsumer(AsyncWebsocketConsumer):
     # --- End ----------------------------------------------------------------------------------------
 
     async def disconnect(self, code):
+        _live.discard(self)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -267,3 +278,18 @@ class TasksConsumer(AsyncWebsocketConsumer):
                 await task_session_touch(session_uuid=self.session_uuid)
             except Exception:
                 logger.exception("release failed for task session %s", self.session_uuid)
+
+
+_live: set[TasksConsumer] = set()
+
+SHUTTING_DOWN = ("This gateway process is shutting down. Reconnect with your connectionSessionUUID: results of "
+                 "finished tasks wait for you; tasks still running here come back as task_lost errors.")
+
+
+async def _drain() -> None:
+    for consumer in list(_live):
+        if not consumer.refused:
+            await consumer._refuse(Refused("server_shutting_down", SHUTTING_DOWN, availability.CLOSE_SERVICE_RESTART))
+
+
+drain.drain_hook("tasks", _drain)
