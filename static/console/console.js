@@ -845,4 +845,5 @@ $("log-clear").addEventListener("click", () => {
 window.addEventListener("pagehide", () => { if (client.state !== "closed") client.close(); });
 
 fillDeployments();
+$("connect").disabled = false; // disabled in the HTML, so a click before this module runs cannot submit the form
 document.documentElement.dataset.consoleReady = "true";

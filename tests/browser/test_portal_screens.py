@@ -265,6 +265,7 @@ def test_console_controls_are_uncovered_and_its_key_is_managed(portal, chromium_
         shot(page, artifacts_dir, "console-key-revoked", screen)
         page.get_by_role("button", name="Re-enable the console").click()
         expect(page.get_by_text("The console is enabled again for development")).to_be_visible()
+        expect(page.locator("html[data-console-ready=true]")).to_have_count(1)
         page.get_by_role("button", name="Connect", exact=True).click()
         expect(page.locator("#connection-status")).to_contain_text("Connected · session console-")
     finally:
