@@ -239,6 +239,9 @@ LOCAL_AGENT_LLM_URL = env_url("LOCAL_AGENT_LLM_URL", None, schemes=("http", "htt
 LOCAL_AGENT_LLM_MODEL = env_str("LOCAL_AGENT_LLM_MODEL", "gpt-4o-mini")
 LOCAL_AGENT_LLM_API_KEY = env_str("LOCAL_AGENT_LLM_API_KEY", "")
 SPEECH_WORKERS = env_int("SPEECH_WORKERS", 2, minimum=1, maximum=64)
+# With turn detection on, input audio heard before speech starts is kept for at most this long (at
+# least the session's prefix_padding_ms): a silent session's memory stays flat however long it lasts.
+LOCAL_AGENT_PRE_SPEECH_MS = env_int("LOCAL_AGENT_PRE_SPEECH_MS", 1000, minimum=0, maximum=60_000)
 
 # --- Realtime gateway limits (realtime/gateway/limits.py, realtime/gateway/session.py) ---------------------------
 # Browser (Origin-bearing) WebSocket connections must come from one of these origins.

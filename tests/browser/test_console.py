@@ -12,7 +12,7 @@ from django.db import connection
 from playwright.sync_api import expect
 
 from realtime.lib import audio
-from realtime.local_agent import speech
+from realtime.local_agent.speech.tts import text_to_speech
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -28,7 +28,7 @@ AGENT_TIMEOUT_MS = 90_000  # recognition and synthesis share 2 CPU cores with ev
 def microphone_wav(tmp_path):
     """What the fake microphone says: eSpeak NG speech with a second of silence either side."""
     rate = 24000
-    pcm = speech.text_to_speech(SPOKEN, sample_rate=rate, voice="sage")
+    pcm = text_to_speech(SPOKEN, sample_rate=rate, voice="sage")
     silence = b"\0" * (rate * 2)
     path = tmp_path / "microphone.wav"
     path.write_bytes(audio.wav_bytes(silence + pcm + silence, rate))
