@@ -78,6 +78,15 @@ def api_key_get(*, project: Project, pk) -> ApiKey:
         raise Http404("No such key.") from None
 
 
+# The portal console's per-environment key (realtime.agents.services.console_key_get_or_create): made by
+# no member, named this, managed by Switchboard.
+CONSOLE_KEY_NAME = "Console"
+
+
+def api_key_is_console(*, api_key: ApiKey) -> bool:
+    return api_key.name == CONSOLE_KEY_NAME and api_key.created_by_id is None and api_key.rotated_from_id is None
+
+
 def api_key_status(*, api_key: ApiKey, now=None) -> str:
     """active / revoked / expired / rotating (old key within its grace) / rotated (grace over)."""
     now = now or timezone.now()

@@ -16,6 +16,7 @@ urlpatterns = [
          name="deleted-project-statement"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/keys/new/", views.key_new, name="key-new"),
+    path("projects/<slug:slug>/keys/<str:key_pk>/created/", views.key_created, name="key-created"),
     path("projects/<slug:slug>/keys/<str:key_pk>/revoke/", views.key_revoke, name="key-revoke"),
     path("projects/<slug:slug>/keys/<str:key_pk>/rotate/", views.key_rotate, name="key-rotate"),
     path("projects/<slug:slug>/members/", views.member_list, name="member-list"),

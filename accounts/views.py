@@ -30,15 +30,38 @@ def _quickstart_context(request, project, *, environment_kind: str, secret: str 
     return {"snippets": quickstart.snippets_for(config), "quickstart_note": note}
 
 
-def _secret_page(request, membership, api_key, secret, *, rotated_from=None):
-    """The only page that ever shows a secret; never cached, never stored."""
+SECRET_SESSION_KEY = "portal_new_key_secret"
+
+
+def _secret_redirect(request, membership, api_key, secret, *, rotated_from=None):
+    """Redirect after POST: the new secret waits in the session for the one page that shows it, which
+    pops it. Reloading that page (or going Back) cannot create another key or show the secret again."""
+    request.session[SECRET_SESSION_KEY] = {
+        "key_pk": str(api_key.pk), "secret": secret, "rotated_from": str(rotated_from.pk) if rotated_from else None,
+    }
+    return redirect("key-created", slug=membership.project.slug, key_pk=api_key.pk)
+
+
+@login_required
+@require_http_methods(["GET"])
+def key_created(request, slug, key_pk):
+    """The only page that ever shows a secret, and only once; never cached."""
+    membership = selectors.membership_get_for_user(user=request.user, slug=slug)
+    api_key = selectors.api_key_get(project=membership.project, pk=key_pk)
+    pending = request.session.get(SECRET_SESSION_KEY)
+    secret = None
+    rotated_from = None
+    if pending and pending.get("key_pk") == str(api_key.pk):
+        del request.session[SECRET_SESSION_KEY]
+        secret = pending["secret"]
+        if pending.get("rotated_from"):
+            rotated_from = selectors.api_key_get(project=membership.project, pk=pending["rotated_from"])
     response = render(
         request,
         "accounts/key_created.html",
-        {"membership": membership, "project": membership.project, "api_key": api_key, "secret": secret,
-         "rotated_from": rotated_from,
-         **_quickstart_context(request, membership.project, environment_kind=api_key.environment.kind,
-                               secret=secret)},
+        _context(membership, api_key=api_key, secret=secret, rotated_from=rotated_from,
+                 **_quickstart_context(request, membership.project, environment_kind=api_key.environment.kind,
+                                       secret=secret or "")),
     )
     response["Cache-Control"] = "no-store"
     return response
@@ -83,10 +106,15 @@ def project_detail(request, slug):
     keys = list(selectors.api_key_list(project=membership.project))
     for key in keys:
         key.status = selectors.api_key_status(api_key=key)
-    environments = [
-        {"environment": env, "keys": [k for k in keys if k.environment_id == env.pk]}
-        for env in selectors.environment_list(project=membership.project)
-    ]
+        key.managed = selectors.api_key_is_console(api_key=key)
+    environments = []
+    for env in selectors.environment_list(project=membership.project):
+        env_keys = [k for k in keys if k.environment_id == env.pk]
+        latest_console = next((k for k in env_keys if k.managed), None)  # keys come newest first
+        environments.append({
+            "environment": env, "keys": env_keys,
+            "console_off": latest_console is not None and latest_console.status == "revoked",
+        })
     return render(
         request,
         "accounts/project_detail.html",
@@ -111,7 +139,7 @@ def key_new(request, slug):
         except ServiceError as error:
             _apply_error(form, error)
             return render(request, "accounts/key_new.html", _context(membership, form=form), status=error.status)
-        return _secret_page(request, membership, api_key, secret)
+        return _secret_redirect(request, membership, api_key, secret)
     status = 400 if form.errors else 200
     return render(request, "accounts/key_new.html", _context(membership, form=form), status=status)
 
@@ -131,7 +159,8 @@ def key_revoke(request, slug, key_pk):
             messages.success(request, f"Key “{api_key.name}” ({api_key.masked}) revoked.")
             return redirect("project-detail", slug=slug)
     return render(
-        request, "accounts/key_revoke.html", _context(membership, api_key=api_key, error=error),
+        request, "accounts/key_revoke.html",
+        _context(membership, api_key=api_key, error=error, managed=selectors.api_key_is_console(api_key=api_key)),
         status=error.status if error else 200,
     )
 
@@ -150,7 +179,7 @@ def key_rotate(request, slug, key_pk):
             _apply_error(form, error)
             status = error.status
         else:
-            return _secret_page(request, membership, new_key, secret, rotated_from=api_key)
+            return _secret_redirect(request, membership, new_key, secret, rotated_from=api_key)
     if form.errors and status == 200:
         status = 400
     return render(request, "accounts/key_rotate.html", _context(membership, api_key=api_key, form=form), status=status)
@@ -180,11 +209,14 @@ def member_list(request, slug):
             return redirect("member-list", slug=slug)
     if form.errors and status == 200:
         status = 400
-    members = selectors.membership_list(project=membership.project)
+    members = list(selectors.membership_list(project=membership.project))
+    # The sole owner cannot leave (the service refuses): say so instead of offering a button that errors.
+    sole_owner = membership.role == Role.OWNER and sum(m.role == Role.OWNER for m in members) == 1
     return render(
         request, "accounts/member_list.html",
-        _context(membership, members=members, form=form, role_choices=Role.choices,
-                 invitations=invitations.invitation_list_pending(project=membership.project)), status=status,
+        _context(membership, members=members, form=form, role_choices=Role.choices, sole_owner=sole_owner,
+                 invitations=invitations.invitation_list_pending(project=membership.project)),
+        status=status,
     )
 
 
@@ -206,11 +238,14 @@ def member_role(request, slug, member_id):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def member_remove(request, slug, member_id):
+    """GET asks for confirmation, naming the member (or the project, when leaving); POST removes."""
     membership = selectors.membership_get_for_user(user=request.user, slug=slug)
     target = selectors.membership_get(project=membership.project, pk=member_id)
     leaving = target.pk == membership.pk
+    if request.method == "GET":
+        return render(request, "accounts/member_remove.html", _context(membership, target=target, leaving=leaving))
     try:
         services.membership_remove(by=membership, membership=target)
     except ServiceError as error:

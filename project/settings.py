@@ -209,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Deep links put a link inside each operation's toggle button (a nested control screen readers
+    # cannot reach: axe "nested-interactive"); without them every operation is still one click away.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
+    "PREPROCESSING_HOOKS": ["accounts.api.schema.schema_without_slash_aliases"],
 }
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -17,8 +17,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.exceptions import NotAllowed
 from accounts.models import Agent, Deployment, EnvironmentKind, Provider
 from accounts.selectors import MANAGER_ROLES, membership_get_for_user
 from realtime.agents import selectors, services
@@ -76,7 +79,10 @@ def console_token(request, slug):
     if deployment_key is not None and not isinstance(deployment_key, str):
         return _json_error("invalid", "deployment must be a deployment key.", 400)
     environment = selectors.environment_get(project=membership.project, kind=kind)
-    console_key = services.console_key_get_or_create(environment=environment)
+    try:
+        console_key = services.console_key_get_or_create(environment=environment)
+    except services.ConsoleKeyRevoked as exc:
+        return _json_error("console_key_revoked", str(exc), 409)
     try:
         token, expires_at = token_mint(api_key_pk=str(console_key.pk), deployment_key=deployment_key)
     except Deployment.DoesNotExist:
@@ -90,6 +96,26 @@ def console_token(request, slug):
     response = JsonResponse({"token": token, "expires_at": expires_at.isoformat(), "ws_url": ws_url})
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_POST
+def console_enable(request, slug):
+    """Re-enable the console for one environment after its managed key was revoked (owners, admins)."""
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    kind = request.POST.get("environment", "")
+    back = request.POST.get("next") == "console"
+    if kind not in EnvironmentKind.values:
+        messages.error(request, "Choose an environment to re-enable the console for.")
+    else:
+        environment = selectors.environment_get(project=membership.project, kind=kind)
+        try:
+            services.console_key_enable(by=membership, environment=environment)
+        except NotAllowed as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"The console is enabled again for {kind}: a new managed key was made.")
+    return redirect("console" if back else "project-detail", slug=slug)
 
 
 # --- Agents pages ---------------------------------------------------------------------------------
@@ -213,10 +239,18 @@ def agent_edit(request, slug, agent_id):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def agent_delete(request, slug, agent_id):
+    """GET asks for confirmation, naming the agent; POST deletes."""
     membership = membership_get_for_user(user=request.user, slug=slug)
     agent = _agent_or_404(membership, agent_id)
+    if request.method == "GET":
+        used = agent.deployments.count()
+        return render(request, "realtime/confirm_delete.html", _context(
+            membership, "agents", what="agent", name=agent.name, cancel_url=reverse("agent-list", args=[slug]),
+            consequence=(f"It is used by {used} deployment{pluralize(used)}: those must move to another agent first."
+                         if used else "Its configuration and stored credential are removed. This cannot be undone."),
+        ))
     if membership.role not in MANAGER_ROLES:
         messages.error(request, "Only owners and admins can delete agents.")
         return redirect("agent-list", slug=slug)
@@ -318,10 +352,18 @@ def deployment_default(request, slug, deployment_id):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def deployment_delete(request, slug, deployment_id):
+    """GET asks for confirmation, naming the deployment; POST deletes."""
     membership = membership_get_for_user(user=request.user, slug=slug)
     deployment = _deployment_or_404(membership, deployment_id)
+    if request.method == "GET":
+        return render(request, "realtime/confirm_delete.html", _context(
+            membership, "deployments", what="deployment", name=deployment.name,
+            cancel_url=reverse("deployment-list", args=[slug]),
+            consequence=(f"Connections that name its deployment key {deployment.deployment_key} are refused "
+                         f"from now on ({deployment.environment.kind}). This cannot be undone."),
+        ))
     if membership.role not in MANAGER_ROLES:
         messages.error(request, "Only owners and admins can delete deployments.")
         return redirect("deployment-list", slug=slug)
