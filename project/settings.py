@@ -152,6 +152,7 @@ ACCOUNT_RATE_LIMITS = {
 LOGIN_REDIRECT_URL = "/projects/"
 LOGIN_URL = "/accounts/login/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"  # emails branded with SITE_NAME
 
 # --- Email ----------------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")
@@ -167,7 +168,8 @@ elif env_str("EMAIL_FILE_PATH"):
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Switchboard <noreply@switchboard.local>")
+SITE_NAME = env_str("SITE_NAME", "Switchboard")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@switchboard.local>")
 
 # --- Static files ---------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -208,6 +210,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Deep links put a link inside each operation's toggle button (a nested control screen readers
+    # cannot reach: axe "nested-interactive"); without them every operation is still one click away.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
+    "PREPROCESSING_HOOKS": ["accounts.api.schema.schema_without_slash_aliases"],
 }
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -298,6 +304,8 @@ if BILLING_SPEND_CACHE_SECONDS > 60:
 # a process adopts the files of processes that ended. Must be on durable, process-shared storage.
 BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-spool"))
 # A live session whose budget is spent is warned, then closed after this long.
+# "Test connection" on the agent form: the longest it waits for the provider's session.created.
+AGENT_TEST_TIMEOUT_SECONDS = env_float("AGENT_TEST_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
 # --- Tasks dialect (seed 001: realtime/dialects/tasks/consumer.py, realtime/dialects/tasks/) -----------------------

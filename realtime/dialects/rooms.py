@@ -25,6 +25,7 @@ from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authentica
 from realtime.gateway.budgets import budget_watch
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
+from realtime.sessions.timeline import timeline_note
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ async def message(sid, data=None, *extra):  # an emit with no payload, or severa
         await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
                                        "(the bus between gateway processes is unavailable); it was not billed."),
                        to=sid)
+    timeline_note(project_id=connection.auth.project_id, session_id=connection.meter.session_id, direction="client",
+                  event={"type": "message", "data": data})
 
 
 _meters_closing: set[asyncio.Task] = set()
@@ -198,6 +201,7 @@ async def _drain() -> None:
     for sid in list(_connections):
         await sio.emit("error", error, to=sid)
         await sio.disconnect(sid)
+    await asyncio.gather(*list(_meters_closing), return_exceptions=True)  # their usage, flushed before exit
 
 
 drain.drain_hook("rooms", _drain)

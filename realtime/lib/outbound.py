@@ -15,6 +15,7 @@ A refused destination fails exactly like an unreachable one (``DestinationRefuse
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import socket
@@ -80,7 +81,8 @@ async def _resolve(host: str, port: int) -> list[tuple[int, tuple]]:
         (family, sockaddr) for family, _, _, _, sockaddr in infos
         if family in (socket.AF_INET, socket.AF_INET6) and address_allowed(str(sockaddr[0]))]
     if not usable:
-        raise DestinationRefused(f"no allowed address for {host}")
+        raise DestinationRefused(errno.EACCES, "the address is on a loopback, private or otherwise internal "
+                                 "network, which Switchboard does not connect to")
     return usable
 
 
