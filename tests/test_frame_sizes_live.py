@@ -64,7 +64,7 @@ async def test_realtime_answers_2_and_8_mb_frames_with_frame_too_large_and_goes_
     async with ScriptedUpstream() as upstream:
         await make_custom_deployment(project, upstream.url)
         server = server_factory(argv=argv)
-        async with await connect(session_url(server, "big"), bearer(raw), max_size=None) as ws:
+        async with await connect(session_url(server, f"big-{server.port}"), bearer(raw), max_size=None) as ws:
             assert (await recv_json(ws))["type"] == "session.created"
             for size in (2 * MB, 8 * MB):
                 await ws.send(item("x" * size))

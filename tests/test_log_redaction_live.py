@@ -39,14 +39,14 @@ async def full_sessions(server, project, row, raw) -> list[str]:
     token = await sync_to_async(lambda: token_mint(api_key_pk=str(row.pk))[0])()
     # realtime, with a JWT in ?token= and a key in Authorization, relayed to an upstream that takes
     # its credential in a custom header
-    async with await connect(session_url(server, "logs-jwt", token=token)) as ws:
+    async with await connect(session_url(server, f"logs-jwt-{server.port}", token=token)) as ws:
         assert (await recv_json(ws))["type"] == "session.created"
         await ws.send(json.dumps({"type": "response.create"}))
         await recv_until(ws, "response.done")
-    async with await connect(session_url(server, "logs-key"), bearer(raw)) as ws:
+    async with await connect(session_url(server, f"logs-key-{server.port}"), bearer(raw)) as ws:
         assert (await recv_json(ws))["type"] == "session.created"
     # a refused token is logged as a refusal, not as the token
-    async with await connect(session_url(server, "logs-bad", token=token[:-4] + "AAAA")) as ws:
+    async with await connect(session_url(server, f"logs-bad-{server.port}", token=token[:-4] + "AAAA")) as ws:
         assert (await recv_json(ws))["type"] == "error"
     # conversation, with the key in ?apiKey=
     async with await conversation_connect(server, deploymentKey=await deployment_key(project),
