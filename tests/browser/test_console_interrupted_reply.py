@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from websockets.asyncio.server import serve
 
-from tests.browser.conftest import browser_user_prepare, sign_in
+from tests.browser.conftest import browser_user_prepare, sign_in, wait_for_function
 from tests.browser.portal_support import new_page, screen_params, shot
 from tests.test_gateway_support import _make_custom_deployment
 
@@ -103,7 +103,7 @@ def test_an_interrupted_reply_shows_only_what_was_heard(server_factory, chromium
             page.get_by_label("Message").fill("tell me three things")
             page.get_by_role("button", name="Send", exact=True).click()
             expect(page.locator("#agent-state")).to_have_text("speaking")
-            page.wait_for_function("window.switchboardConsole.stats.playbackSamples > 24000 * 4")
+            wait_for_function(page, "window.switchboardConsole.stats.playbackSamples > 24000 * 4")
             page.get_by_label("Message").fill("stop, thanks")
             page.get_by_role("button", name="Send", exact=True).click()
 
