@@ -1,8 +1,12 @@
 """The realtime dialect (seed 004): events go to and from the upstream unchanged; the gateway only adds
 its own ``error`` events ``{type: "error", event_id, error: {type, code, message, param, event_id}}``.
 
-Routes: ``/api/v1/realtime/session?key=<session-id>&protocol=realtime`` (resumable by ``key``) and
-``/v1/realtime[?deployment=<deploymentKey>]`` (OpenAI style; a new session per connection).
+Routes: ``/api/v1/realtime/session?key=<session-id>&protocol=realtime[&resume=1]`` and
+``/v1/realtime[?deployment=<deploymentKey>]`` (OpenAI style; a new session per connection). ``key`` is
+the client's own id, scoped to the key's project and environment and reusable: a plain connect always
+starts a new session (``session.created``); ``resume=1`` attaches to the live one instead, answered
+first with ``{"type": "session.resumed", "event_id", "session": {"key", "replayed_events"}}`` and then
+the events buffered while the client was away (realtime.gateway.session, docs/realtime.md).
 
 A plain ASGI application rather than a Channels consumer: this is the relay's hot path, and a
 consumer costs per client event a thread hop (``aclose_old_connections`` before every handler), an
@@ -19,7 +23,8 @@ import uuid
 import orjson
 from django.conf import settings
 
-from realtime.gateway.auth import AuthFailed, accepted_subprotocol, connection_authenticate, scope_query
+from realtime.gateway.auth import AuthFailed, accepted_subprotocol, scope_query
+from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import CLOSE_BAD_REQUEST, ClientGate, GatewayError
 from realtime.gateway.outbox import ClientOutbox
 from realtime.gateway.session import GatewaySession, SessionRefused, session_connect
@@ -52,12 +57,13 @@ class RealtimeConnection:
     """One client connection. Parses, calls the gateway core, renders errors; nothing else.
     It is the session's ClientLink: upstream events leave through a bounded ClientOutbox."""
 
-    __slots__ = ("scope", "session_endpoint", "session", "gate", "outbox", "_main")
+    __slots__ = ("scope", "session_endpoint", "session", "gate", "outbox", "_main", "_session_key")
 
     def __init__(self, scope, send, *, session_endpoint: bool):
         self.scope = scope
         self.session_endpoint = session_endpoint
         self.session: GatewaySession | None = None
+        self._session_key: str | None = None
         self.gate = ClientGate()
         self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
         self._main: asyncio.Task | None = None
@@ -94,6 +100,7 @@ class RealtimeConnection:
     async def _open(self) -> None:
         query = scope_query(self.scope)
         session_id = None
+        resume = False
         try:
             if self.session_endpoint:
                 session_id = query.get("key", "")
@@ -104,9 +111,11 @@ class RealtimeConnection:
                 if query.get("protocol", "realtime") != "realtime":
                     raise SessionRefused(_bad_request(
                         "unsupported_protocol", "Only protocol=realtime is supported.", close=True))
-            auth = await connection_authenticate(scope=self.scope)
+                resume = query.get("resume", "0") in ("1", "true")
+                self._session_key = session_id
+            auth = await session_admit(scope=self.scope)
             self.session = await session_connect(
-                auth=auth, link=self, dialect="realtime", session_id=session_id,
+                auth=auth, link=self, dialect="realtime", session_key=session_id, resume=resume,
                 deployment_key=query.get("deployment") or query.get("deploymentKey") or None,
                 server=self.scope.get("server"),
             )
@@ -158,6 +167,12 @@ class RealtimeConnection:
 
     async def end(self, *, code: int, reason: str) -> None:
         self.outbox.close(code=code, reason=reason)
+
+    async def resumed(self, *, replayed: int) -> None:
+        self.outbox.push(orjson.dumps({
+            "type": "session.resumed", "event_id": "event_sb_" + uuid.uuid4().hex[:20],
+            "session": {"key": self._session_key, "replayed_events": replayed},
+        }).decode(), bounded=False)
 
 
 def realtime_application(*, session_endpoint: bool):
