@@ -8,6 +8,9 @@ with the deployment's agent, and its reply comes back as a ConversationResponse 
 Turns are stored; resuming with ``conversationId`` replays them to the agent first. Errors:
 ``{"error": {"code", "message"}[, "conversationId"]}``; refusals of the connection then close with a
 44xx/45xx code. Closing the socket closes the upstream session.
+
+A plain ASGI application (no Channels consumer, no thread hop per message); every session rule is the
+lifecycle's (realtime.gateway.lifecycle, held by the GatewaySession), only seed 002 is spoken here.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import uuid
 
 import orjson
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime.dialects.conversation_store import (
@@ -27,7 +29,8 @@ from realtime.dialects.conversation_store import (
     conversation_history,
     conversation_open,
 )
-from realtime.gateway.auth import AuthFailed, api_key_authenticate, origin_check, scope_query
+from realtime.gateway.auth import AuthFailed, scope_query
+from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import (
     CLOSE_BAD_REQUEST,
     CLOSE_INTERNAL,
@@ -36,6 +39,7 @@ from realtime.gateway.limits import (
     ClientGate,
     GatewayError,
 )
+from realtime.gateway.outbox import ClientOutbox
 from realtime.gateway.session import GatewaySession, SessionRefused, session_connect
 
 logger = logging.getLogger(__name__)
@@ -72,16 +76,47 @@ class _Reply:
             self.done.set_result(error)
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
-    async def connect(self):
+class ConversationConnection:
+    def __init__(self, scope, send):
+        self.scope = scope
         self.session: GatewaySession | None = None
         self.conversation = None
         self.gate = ClientGate()
         self.requests: asyncio.Queue = asyncio.Queue(maxsize=settings.CONVERSATION_MAX_PENDING)
         self.reply: _Reply | None = None
         self.worker: asyncio.Task | None = None
+        self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
+        self._main: asyncio.Task | None = None
+
+    def _abandon(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self, receive) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        self._main = asyncio.current_task()
+        close_code = None
         # Accept first so a refusal can say why (an error message, then a close code).
-        await self.accept()
+        await self.outbox.accept(None, name=f"conversation-outbox:{id(self):x}")
+        try:
+            await self._connect()
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    await self.receive(message.get("text"))
+                elif message["type"] == "websocket.disconnect":
+                    close_code = message.get("code")
+                    break
+        except asyncio.CancelledError:
+            if not self.outbox.abandoned:
+                raise
+            asyncio.current_task().uncancel()
+        finally:
+            await self.outbox.stop()
+            await self.disconnect(close_code)
+
+    async def _connect(self) -> None:
         try:
             auth, deployment_key, conversation_id = await self._parameters()
             self.conversation, resumed = await self._open(auth, deployment_key, conversation_id)
@@ -89,16 +124,20 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                                                  deployment_key=deployment_key, server=self.scope.get("server"))
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
-            await self.close(code=exc.error.close_code)
+            await self.end(code=exc.error.close_code or CLOSE_BAD_REQUEST, reason=exc.error.code)
             return
+        self.scope = None
         await self.session.from_client(TEXT_ONLY, {"type": "session.update"})
         if resumed:
             history = await database_sync_to_async(conversation_history)(conversation_pk=self.conversation.pk)
             for role, text in history:
                 await self.session.from_client(*_item_event(role, text))
-        await self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
+        self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
         self.worker = asyncio.create_task(self._answer_requests(), name=f"conversation:{self.conversation.conversation_id}")
         self.worker.add_done_callback(self._worker_done)
+
+    def send(self, text: str) -> None:
+        self.outbox.push(text, bounded=False)
 
     def _worker_done(self, task: asyncio.Task) -> None:
         """A worker that dies of a bug (or a database failure) must not leave requests hanging unanswered."""
@@ -111,10 +150,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _parameters(self):
         query = scope_query(self.scope)
-        origin_check(self.scope)
         if not query.get("apiKey"):
             raise _refusal("missing_api_key", "The apiKey query parameter is required.", CLOSE_UNAUTHORIZED)
-        auth = await api_key_authenticate(raw=query["apiKey"])
+        auth = await session_admit(scope=self.scope, api_key=query["apiKey"])
         deployment_key = query.get("deploymentKey", "")
         if not deployment_key:
             raise _refusal("missing_deployment_key", "The deploymentKey query parameter is required.", CLOSE_BAD_REQUEST)
@@ -148,7 +186,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- Client messages ----------------------------------------------------------------------------
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def receive(self, text_data: str | None) -> None:
         if self.session is None or self.session.closed:
             return
         if text_data is None:
@@ -203,7 +241,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 await self.report(error)
                 continue
             messages = [{"text": turn.text, "type": "text", "messageId": str(turn.message_id)} for turn in turns]
-            await self.send(orjson.dumps({"messages": messages,
+            self.send(orjson.dumps({"messages": messages,
                                           "conversationId": str(self.conversation.conversation_id)}).decode())
 
     # --- ClientLink: upstream events in, ConversationResponses out ------------------------------------
@@ -246,14 +284,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         body = {"error": {"code": error.code, "message": error.message}}
         if self.conversation is not None:
             body["conversationId"] = str(self.conversation.conversation_id)
-        await self.send(orjson.dumps(body).decode())
+        self.send(orjson.dumps(body).decode())
 
     async def end(self, *, code: int, reason: str) -> None:
-        await self.close(code=code)
+        self.outbox.close(code=code, reason=reason)
+
+    async def resumed(self, *, replayed: int) -> None:
+        """(A conversation resumes from its stored turns, never by session key.)"""
 
     # --- End ----------------------------------------------------------------------------------------
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int | None) -> None:
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
@@ -262,3 +303,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if self.session is not None:
             # Not resumable (the conversation is in the database): the upstream session ends now.
             await self.session.detach(self, close_code=code)
+
+
+def conversation_application():
+    """The ASGI application of the conversation route."""
+
+    async def application(scope, receive, send):
+        await ConversationConnection(scope, send).run(receive)
+
+    return application
