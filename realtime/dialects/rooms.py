@@ -97,7 +97,7 @@ async def connect(sid, environ, auth):
     if not (isinstance(api_key, str) and api_key) and not (isinstance(token, str) and token):
         raise socketio.exceptions.ConnectionRefusedError(
             "A credential is required: connect with auth: {token} (a short-lived token) or auth: {apiKey}.",
-            {"code": "missing_credentials"})
+            {"code": "missing_api_key"})
     try:
         if isinstance(api_key, str) and api_key:
             key = await session_admit(api_key=api_key)
