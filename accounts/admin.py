@@ -7,7 +7,6 @@ from accounts.billing.budgets import budget_cache
 from accounts.billing.metrics import metric_unit_singular
 from accounts.billing.money import money_format
 from accounts.billing.prices import price_cache
-from accounts.services import api_key_revoke
 from accounts.models import (
     Agent,
     ApiKey,
@@ -20,6 +19,7 @@ from accounts.models import (
     UsageRecord,
     User,
 )
+from accounts.services import api_key_revoke
 
 
 @admin.register(User)

@@ -111,7 +111,9 @@ class ConversationConnection:
         except asyncio.CancelledError:
             if not self.outbox.abandoned:
                 raise
-            asyncio.current_task().uncancel()
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
         finally:
             await self.outbox.stop()
             await self.disconnect(close_code)
@@ -226,12 +228,14 @@ class ConversationConnection:
     async def _answer_requests(self) -> None:
         """One request at a time: the agent answers a turn before it hears the next."""
         pk = self.conversation.pk
+        session = self.session
+        assert session is not None  # started once the session is open
         while True:
             text, user_id = await self.requests.get()
-            self.session.meter_add("messages", 1)
+            session.meter_add("messages", 1)
             self.reply = reply = _Reply()
-            await self.session.from_client(*_item_event("user", text))
-            await self.session.from_client(orjson.dumps({"type": "response.create"}).decode(), {"type": "response.create"})
+            await session.from_client(*_item_event("user", text))
+            await session.from_client(orjson.dumps({"type": "response.create"}).decode(), {"type": "response.create"})
             error = await reply.done
             self.reply = None
             # One write per exchange, before the answer leaves: a resumed conversation has every answered turn.
@@ -281,7 +285,7 @@ class ConversationConnection:
                 reply.finish()
 
     async def report(self, error: GatewayError) -> None:
-        body = {"error": {"code": error.code, "message": error.message}}
+        body: dict[str, object] = {"error": {"code": error.code, "message": error.message}}
         if self.conversation is not None:
             body["conversationId"] = str(self.conversation.conversation_id)
         self.send(orjson.dumps(body).decode())

@@ -91,7 +91,9 @@ class RealtimeConnection:
         except asyncio.CancelledError:
             if not self.outbox.abandoned:
                 raise
-            asyncio.current_task().uncancel()  # our own: the client stopped reading (see _abandon)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # our own: the client stopped reading (see _abandon)
         finally:
             await self.outbox.stop()
             if self.session is not None:
@@ -121,7 +123,7 @@ class RealtimeConnection:
             )
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
-            await self.end(code=exc.error.close_code, reason=exc.error.code)
+            await self.end(code=exc.error.close_code or CLOSE_BAD_REQUEST, reason=exc.error.code)
 
     async def _receive(self, text: str | None) -> None:
         session = self.session

@@ -45,6 +45,7 @@ class ResumeBuffer:
         self.events.append(text)
 
     def popleft(self) -> str:
+        assert self.events is not None  # callers check len() first
         return self.events.popleft()
 
     def __len__(self) -> int:

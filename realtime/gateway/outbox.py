@@ -134,7 +134,7 @@ class ClientOutbox:
                     frame["action"]()
                 except Exception:
                     logger.exception("outbox action failed")
-                frame = None
+                del frame
                 continue
             is_close = frame["type"] == "websocket.close"
             if not is_close:
@@ -149,7 +149,7 @@ class ClientOutbox:
                 self._frames.clear()
                 self._queued_bytes = 0
                 return
-            frame = None  # an idle connection must not keep its last frame alive
+            del frame  # an idle connection must not keep its last frame alive
 
     def _give_up(self) -> None:
         """The frames before the close could not even be handed to the server in the grace period."""

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from channels.db import database_sync_to_async
@@ -104,12 +104,13 @@ class GatewaySession:
         self.opened = False
         self.closed = False
         self.close_reason = ""
-        self._upstream = None
+        self._upstream: Any = None  # a websockets ClientConnection once _open has connected
         self._to_upstream: Fifo[str] = Fifo()
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
         self._owner_claimed = False
-        self._meter: SessionMeter | None = None
+        # Made by _open before anything is relayed (never for a refused session: no session time billed).
+        self._meter: SessionMeter = None  # type: ignore[assignment]
         self._swallow_config_reply = False
         self._in_bps = self._out_bps = audio_bytes_per_second(None)
         self._detached_at: float | None = None
@@ -360,8 +361,9 @@ class GatewaySession:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            detached = self._detached_at is not None
-            if detached and now - self._detached_at >= settings.REALTIME_RESUME_SECONDS:
+            detached_at = self._detached_at
+            detached = detached_at is not None
+            if detached_at is not None and now - detached_at >= settings.REALTIME_RESUME_SECONDS:
                 return await self.close(reason="resume_window_expired")
             if now >= next_flush:
                 next_flush = now + settings.REALTIME_METER_FLUSH_SECONDS

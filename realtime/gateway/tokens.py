@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -91,8 +92,8 @@ class _PublicKeyCache:
             row = SigningKey.objects.filter(kid=kid).only("kid", "public_key_pem", "verify_until").first()
             if row is None:
                 return None
-            public = serialization.load_pem_public_key(row.public_key_pem.encode())
-            entry = (time.monotonic(), public, row.verify_until)
+            entry = (time.monotonic(), serialization.load_pem_public_key(row.public_key_pem.encode()),
+                     row.verify_until)
             with self._lock:
                 if len(self._entries) > 1000:
                     self._entries.clear()
@@ -188,6 +189,7 @@ def token_mint(
         claims["session"] = session
     signer = signing_key_current()
     private = serialization.load_pem_private_key(secret_decrypt(signer.private_key_encrypted).encode(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)  # signing keys are Ed25519 (EdDSA)
     token = jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": signer.kid, "typ": "JWT"})
     return token, datetime.fromtimestamp(expires, tz=UTC)
 
@@ -294,7 +296,7 @@ def token_verify(*, token: str) -> TokenClaims:
     except ValueError:
         raise TokenRejected("token_malformed") from None
     now = timezone.now()
-    row = _check_key_usable(_key_row(key_pk), now)
+    row = _check_key_usable(_key_row(str(key_pk)), now)
     claims = _claims_from(payload, row)
     if claims.single_use:
         _remember_single_use(claims, now)

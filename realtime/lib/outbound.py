@@ -38,7 +38,7 @@ def _client(timeout: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT), follow_redirects=False)
 
 
-async def http_post_json(url: str, *, payload: dict, headers: dict[str, str] | None = None, timeout: float = 60.0) -> httpx.Response:
+async def http_post_json(url: str, *, payload: dict | list, headers: dict[str, str] | None = None, timeout: float = 60.0) -> httpx.Response:
     async with _client(timeout) as client:
         return await client.post(url, json=payload, headers=headers or {})
 

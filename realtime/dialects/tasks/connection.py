@@ -160,7 +160,9 @@ class TasksConnection:
         except asyncio.CancelledError:
             if not self.outbox.abandoned:
                 raise
-            asyncio.current_task().uncancel()  # our own: the client stopped reading (see _abandon)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # our own: the client stopped reading (see _abandon)
         finally:
             await self._end()
 
@@ -207,6 +209,7 @@ class TasksConnection:
             else:
                 self._say(error_message(problem.code, problem.message))
             return
+        assert text is not None  # a binary frame was answered above
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -230,6 +233,8 @@ class TasksConnection:
             if problem_text is not None:
                 self._say(problem_text)
                 continue
+            if self.task_session is None or self.context is None:  # stepped aside for a resuming connection
+                return
             refused = self.task_session.submit(task, self.context)
             if refused is not None:
                 self._say(refused)
@@ -293,6 +298,7 @@ class TasksConnection:
         self.spawn(lifecycle.run(warn=self._warn, close=self._lifecycle_close), "tasks-lifecycle")
 
     async def _take_outbox(self) -> None:
+        assert self.session_uuid is not None  # authenticated
         try:
             taken = await task_outbox_take(session_uuid=self.session_uuid)
         except Exception:  # Redis briefly away: taken on the next notice or lease refresh
@@ -311,6 +317,7 @@ class TasksConnection:
         """While connected, the session and its buffer stay leased; anything buffered is taken (a
         lost ``pending`` notice delays a result by at most this interval)."""
         interval = min(settings.TASKS_BUFFER_SECONDS / 3, 10.0)
+        assert self.session_uuid is not None  # authenticated
         while True:
             await asyncio.sleep(interval)
             try:
