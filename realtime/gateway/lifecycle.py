@@ -83,12 +83,12 @@ def max_seconds_for(auth: ConnectionAuth) -> float:
 class SessionLifecycle:
     """Admission, limits, revocation, the record and release of one session (see the module doc)."""
 
-    def __init__(self, *, auth: ConnectionAuth, dialect: str, session_id: str, record_as: str | None = None,
+    def __init__(self, *, auth: ConnectionAuth, dialect: str, session_id: str, client_key: str | None = None,
                  idle_timeout: bool = True):
         self.auth = auth
         self.dialect = dialect
-        self.session_id = session_id  # unique per session (the cap's slot)
-        self.record_as = record_as or session_id  # what the Sessions page shows (a client's own id)
+        self.session_id = session_id  # unique per session (the cap's slot, the record, the usage ledger)
+        self.client_key = client_key or ""  # the client's own id for the session, if any
         self.idle_timeout = idle_timeout
         self.on_revoked: Callable[[], None] | None = None  # set by the holder once the session is live
         self.revoked = False
@@ -128,7 +128,7 @@ class SessionLifecycle:
     def record_start(self, *, deployment_id: int | None) -> None:
         """The session record (sync: the holder may write it within a database call it makes anyway)."""
         record = session_record_start(
-            session_id=self.record_as, project_id=self.auth.project_id, api_key_pk=self.auth.pk,
+            session_id=self.session_id, client_key=self.client_key, project_id=self.auth.project_id, api_key_pk=self.auth.pk,
             key_id=self.auth.key_id, deployment_id=deployment_id, dialect=self.dialect,
         )
         self.record_id = record.pk

@@ -97,7 +97,7 @@ class GatewaySession:
         self.dialect = dialect
         self.resumable = session_key is not None and settings.REALTIME_RESUME_SECONDS > 0
         self.lifecycle = SessionLifecycle(auth=auth, dialect=dialect, session_id=self.session_id,
-                                          record_as=session_key)
+                                          client_key=session_key)
         self.deployment_key: str | None = None
         self.deployment_default = False
         self.link: ClientLink | None = None

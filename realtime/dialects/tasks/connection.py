@@ -61,6 +61,9 @@ from realtime.gateway.outbox import ClientOutbox, ClientTooSlow, PongProbe
 logger = logging.getLogger(__name__)
 
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Results sent within this long share one ping: a ping per result would double the frames of a busy
+# connection (bench/README.md, "Dialects").
+PROBE_DELAY_SECONDS = 0.05
 SESSION_REPLACED = GatewayError("session_replaced", "Another connection resumed this session.", CLOSE_REPLACED)
 
 # Connections of this process, by task session (for notices from other processes).
@@ -129,6 +132,7 @@ class TasksConnection:
         self._held: list[str] | None = None  # results arriving while the outbox is taken, sent after it
         self._unconfirmed: list[str] = []  # sent, not yet proven delivered by a pong
         self._probing = False
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
 
@@ -273,7 +277,7 @@ class TasksConnection:
             session_uuid = str(uuid.uuid4())
             await task_session_register(session_uuid=session_uuid, project_id=auth.project_id, key_id=auth.key_id)
         lifecycle = SessionLifecycle(auth=auth, dialect="tasks", session_id=f"tasks:{uuid.uuid4().hex}",
-                                     record_as=session_uuid)
+                                     client_key=session_uuid)
         await lifecycle.start()  # the cap, the revocation watch, the record (raises SessionRefused)
         lifecycle.on_revoked = lambda: self.refuse(limits.KEY_REVOKED)
         self.lifecycle = lifecycle
@@ -362,8 +366,15 @@ class TasksConnection:
             self._unconfirmed.clear()
             return
         self._probing = True
+        self._probe_timer = asyncio.get_running_loop().call_later(PROBE_DELAY_SECONDS, self._ping)
+
+    def _ping(self) -> None:
+        """Queued behind every result sent so far: the pong confirms exactly those."""
+        self._probe_timer = None
         count = len(self._unconfirmed)
         probe = self.probe
+        if self.closing or probe is None:
+            return
         self.outbox.call_in_order(lambda: probe.ping(lambda: self._confirmed(count)))
 
     def _confirmed(self, count: int) -> None:
@@ -391,6 +402,8 @@ class TasksConnection:
     # --- End ----------------------------------------------------------------------------------------
 
     async def _end(self) -> None:
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         await self.outbox.stop()
         current = asyncio.current_task()
         tasks = [task for task in self._tasks if task is not current]
