@@ -60,7 +60,7 @@ async def server_url():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # listening before the server runs: clients connect at once, no start-up wait
-    server = uvicorn.Server(uvicorn.Config(application, ws="websockets", lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(application, ws="websockets-sansio", lifespan="off", log_level="warning"))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="lifecycle-test-server")
     yield f"127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True
@@ -359,3 +359,30 @@ async def test_a_spent_budget_refuses_new_sessions_and_closes_live_ones(
     with pytest.raises(Refused) as refused:
         await open_client(dialect, server_url, raw, upstream)
     assert refused.value.code == "budget_exceeded"
+
+
+# --- Seed 001 at least once, on uvicorn (the production server) --------------------------------------------
+
+async def test_a_tasks_result_sent_into_a_silent_network_reaches_the_resumed_client(server_url, project, dev_key):
+    """The live test (tests/test_tasks_delivery_live.py) runs daphne; this one uvicorn's sans-I/O
+    WebSocket protocol, whose pings the gateway reaches differently (realtime.gateway.outbox.PongProbe)."""
+    from tests.test_tasks_delivery_live import FreezingProxy, set_task_upstream
+    from tests.test_tasks_support import TaskUpstream, new_connection, recv_json
+
+    _, raw = dev_key
+    async with TaskUpstream() as tasks_upstream:
+        await set_task_upstream(project, tasks_upstream.url)
+        async with FreezingProxy(int(server_url.rsplit(":", 1)[1])) as proxy:
+            ws = await websockets.connect(proxy.url, open_timeout=TIMEOUT, ping_interval=None)
+            session_uuid = (await new_connection(ws, raw))["newConnectionSessionUUID"]["connectionSessionUUID"]
+            task = {"taskType": "text2img", "taskUUID": str(uuid.uuid4()), "positivePrompt": "during"}
+            await ws.send(json.dumps([task]))
+            await tasks_upstream.next_task()
+            proxy.frozen = True
+            tasks_upstream.release(task["taskUUID"])
+            await asyncio.wait_for(proxy.lost_from_server.wait(), TIMEOUT)
+            async with websockets.connect(f"ws://{server_url}/v1/", open_timeout=TIMEOUT) as again:
+                await new_connection(again, raw, session_uuid)
+                message = await recv_json(again)
+                assert message["data"][0]["taskUUID"] == task["taskUUID"]
+            ws.transport.abort()

@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from realtime.gateway.fifo import Fifo
 
@@ -178,8 +179,10 @@ class PongProbe:
     """WebSocket pings the application can await: a pong answering a ping proves that every frame
     written before the ping reached the client (at-least-once delivery, seed 001). ASGI has no ping,
     so this reaches into the server, like DaphneConnection: autobahn's ``sendPing``/``onPong`` under
-    daphne, the websockets protocol's ``ping()`` under uvicorn (``--ws websockets``). ``of`` returns
-    None elsewhere; callers then treat a frame handed to the server as delivered."""
+    daphne; under uvicorn, the sans-I/O connection and ``handle_pong`` of ``--ws websockets-sansio``
+    (the production setting, README.md) or the protocol's ``ping()`` of ``--ws websockets``. ``of``
+    returns None elsewhere; callers then treat a frame handed to the server as delivered.
+    tests/test_lifecycle_unit.py and tests/test_tasks_delivery_live.py fail if an upgrade moves them."""
 
     __slots__ = ("_ping", "_waiting", "_counter")
 
@@ -202,8 +205,25 @@ class PongProbe:
 
                 protocol.onPong = on_pong  # an instance attribute: this connection only
                 return probe
-        protocol = getattr(send, "__self__", None)
-        ping = getattr(protocol, "ping", None)
+        server: Any = getattr(send, "__self__", None)
+        conn = getattr(server, "conn", None)
+        if conn is not None and hasattr(conn, "send_ping") and hasattr(server, "handle_pong"):  # uvicorn sans-I/O
+            def sansio_ping(payload: bytes, _protocol=server) -> None:
+                if _protocol.transport.is_closing():
+                    return
+                _protocol.conn.send_ping(payload)
+                _protocol.transport.write(b"".join(_protocol.conn.data_to_send()))
+
+            probe = cls(sansio_ping)
+            original_pong = server.handle_pong
+
+            def handle_pong(event, _original=original_pong, _probe=probe) -> None:
+                _probe.pong(bytes(event.data))
+                _original(event)
+
+            server.handle_pong = handle_pong  # an instance attribute: this connection only
+            return probe
+        ping = getattr(server, "ping", None)
         if ping is not None and asyncio.iscoroutinefunction(ping):  # uvicorn's websockets protocol
             probe = cls(lambda payload: None)
 
