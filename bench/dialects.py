@@ -282,8 +282,11 @@ def summarize(runs: list[dict]) -> dict:
 def render(summary: dict, meta: dict) -> str:
     out = [SECTION_BEGIN, "## Dialects (`bench/dialects.py`)", "",
            f"Measured {meta['date']} on {meta['machine']}. Median of {meta['runs']} runs (fresh processes each); "
-           f"ratios are taken within each run, then their median. The 1-minute load average was "
-           f"{meta['load_before']:.1f} before and {meta['load_after']:.1f} after (other work on the shared machine is noise).",
+           f"ratios are taken within each run (gateway and reference measured side by side), then their median. "
+           f"The machine is shared with other engineers' test runs and was "
+           f"{'busy' if max(meta['load_before'], meta['load_after']) > 1.5 else 'quiet'}: the 1-minute load average "
+           f"was {meta['load_before']:.1f} before and {meta['load_after']:.1f} after; absolute times are noisy, "
+           "the ratios less so.",
            "", "Run: `.venv/bin/python bench/dialects.py` (`--help` for options). Needs PostgreSQL and Redis on loopback.",
            "",
            f"**Tasks** (`ws /v1/`): `ping` round trips on one connection ({meta['pings']} per run), and throughput with "
