@@ -5,7 +5,8 @@ On connect: ``{"conversationId": …}``. A ConversationRequest ``{"request": {"u
 "userId"}`` becomes a user message item and a ``response.create`` (text modality) on a GatewaySession
 with the deployment's agent, and its reply comes back as a ConversationResponse ``{"messages": [{"text",
 "type": "text", "messageId"}], "conversationId"}``. Requests are answered one at a time, in order.
-Turns are stored; resuming with ``conversationId`` replays them to the agent first. Errors:
+Turns are stored (after the answer leaves, in order, by one writer task: the answer never waits on the
+database); resuming with ``conversationId`` replays them to the agent first. Errors:
 ``{"error": {"code", "message"}[, "conversationId"]}``; refusals of the connection then close with a
 44xx/45xx code. Closing the socket closes the upstream session.
 
@@ -25,9 +26,10 @@ from django.conf import settings
 
 from realtime.dialects.conversation_store import (
     ConversationNotFound,
-    conversation_exchange_record,
+    conversation_exchange_turns,
     conversation_history,
     conversation_open,
+    conversation_turns_save,
 )
 from realtime.gateway.auth import AuthFailed, scope_query
 from realtime.gateway.lifecycle import session_admit
@@ -85,6 +87,8 @@ class ConversationConnection:
         self.requests: asyncio.Queue = asyncio.Queue(maxsize=settings.CONVERSATION_MAX_PENDING)
         self.reply: _Reply | None = None
         self.worker: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None
+        self._writes: asyncio.Queue = asyncio.Queue()
         self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
         self._main: asyncio.Task | None = None
 
@@ -137,6 +141,15 @@ class ConversationConnection:
         self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
         self.worker = asyncio.create_task(self._answer_requests(), name=f"conversation:{self.conversation.conversation_id}")
         self.worker.add_done_callback(self._worker_done)
+        self.writer = asyncio.create_task(self._write_exchanges(), name=f"conversation-writer:{id(self):x}")
+
+    async def _write_exchanges(self) -> None:
+        pk = self.conversation.pk
+        while (turns := await self._writes.get()) is not None:
+            try:
+                await database_sync_to_async(conversation_turns_save)(conversation_pk=pk, turns=turns)
+            except Exception:  # the database is away: the client has its answer; the history misses it
+                logger.exception("conversation %s: an exchange could not be stored", self.conversation.conversation_id)
 
     def send(self, text: str) -> None:
         self.outbox.push(text, bounded=False)
@@ -238,13 +251,15 @@ class ConversationConnection:
             await session.from_client(orjson.dumps({"type": "response.create"}).decode(), {"type": "response.create"})
             error = await reply.done
             self.reply = None
-            # One write per exchange, before the answer leaves: a resumed conversation has every answered turn.
-            turns = await database_sync_to_async(conversation_exchange_record)(
-                conversation_pk=pk, user_text=text, user_id=user_id, replies=[] if error else reply.texts)
+            turns = conversation_exchange_turns(conversation_pk=pk, user_text=text, user_id=user_id,
+                                                replies=[] if error else reply.texts)
+            # One write per exchange, by the writer task in order: the answer does not wait on the
+            # database, and the connection's end waits for the writes (a resume then has every turn).
+            self._writes.put_nowait(turns)
             if error is not None:
                 await self.report(error)
                 continue
-            messages = [{"text": turn.text, "type": "text", "messageId": str(turn.message_id)} for turn in turns]
+            messages = [{"text": turn.text, "type": "text", "messageId": str(turn.message_id)} for turn in turns[1:]]
             self.send(orjson.dumps({"messages": messages,
                                           "conversationId": str(self.conversation.conversation_id)}).decode())
 
@@ -304,6 +319,12 @@ class ConversationConnection:
             await asyncio.gather(self.worker, return_exceptions=True)
         if self.reply is not None:
             self.reply.finish()
+        if self.writer is not None:
+            self._writes.put_nowait(None)  # after every exchange already answered
+            try:
+                await asyncio.wait_for(asyncio.shield(self.writer), 10)
+            except TimeoutError:
+                logger.warning("conversation writes still pending at disconnect; left to finish")
         if self.session is not None:
             # Not resumable (the conversation is in the database): the upstream session ends now.
             await self.session.detach(self, close_code=code)
