@@ -38,8 +38,10 @@ from realtime.dialects.tasks.buffer import (
 from realtime.dialects.tasks.notices import task_notice_send, task_notices_listen
 from realtime.dialects.tasks.runner import (
     HANDLERS,
+    INSTANT,
     TaskSession,
     error_message,
+    instant_result,
     task_session_attach,
     task_session_detach,
 )
@@ -239,6 +241,9 @@ class TasksConnection:
                 continue
             if self.task_session is None or self.context is None:  # stepped aside for a resuming connection
                 return
+            if task["taskType"] in INSTANT:
+                await self.deliver(instant_result(task))
+                continue
             refused = self.task_session.submit(task, self.context)
             if refused is not None:
                 self._say(refused)

@@ -61,6 +61,13 @@ HANDLERS: dict[str, Handler] = {
 
 # A heartbeat is not work: it is neither billed nor worth a ledger write.
 UNMETERED = frozenset({"ping"})
+# Answered at once by the connection, without a task of its own (a heartbeat's round trip is the
+# dialect's latency: bench/README.md, "Dialects").
+INSTANT = frozenset({"ping"})
+
+
+def instant_result(task: dict) -> str:
+    return data_message(task, {"pong": True})
 
 
 def data_message(task: dict, result: dict) -> str:
