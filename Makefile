@@ -9,7 +9,7 @@ PORT ?= 8000
 TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint test-postgres test-sqlite services chromium bench clean
+.PHONY: install run test lint test-postgres test-sqlite services chromium haproxy bench clean
 
 $(STAMP): requirements.txt $(wildcard package.json package-lock.json)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,15 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The fleet fault tests (tests/support/cluster.py) put Debian's haproxy in front of the gateways.
+haproxy:
+	@if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then \
+		echo "Installing Debian's haproxy for the fleet tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	fi
+
 # Lint and types, the whole suite on PostgreSQL and Redis, then the unit suite again on the embedded SQLite default.
-test: install services chromium lint test-postgres test-sqlite
+test: install services chromium haproxy lint test-postgres test-sqlite
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -47,7 +54,7 @@ test-postgres:
 test-sqlite:
 	DATABASE_URL=sqlite:///$(CURDIR)/.venv/unit.sqlite3 $(PY) -m pytest -p no:cacheprovider -m unit $(PYTEST_ARGS)
 
-bench: install services
+bench: install services haproxy
 	$(PY) bench/run_all.py
 
 clean:

@@ -49,6 +49,9 @@ class Project(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="owned_projects")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when an owner deletes the project: it is archived, not erased, so its billing history (the
+    # ledger, statements) outlives it. Every selector of live projects leaves archived ones out.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -207,10 +210,11 @@ class UsageRecord(models.Model):
     Money is integer micro-units of the currency. Quantities are exact decimals in the metric's unit
     (seconds to the millisecond for *_seconds metrics; whole counts for tokens, messages, tasks)."""
 
+    # PROTECT throughout: nothing may erase billing history (a deleted project is archived instead).
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records")
     key_id = models.CharField(max_length=32, db_index=True)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage_records")
-    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="usage_records")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="usage_records")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="usage_records")
     session_id = models.CharField(max_length=100)
     dialect = models.CharField(max_length=20)
     metric = models.CharField(max_length=60)

@@ -13,7 +13,21 @@ MANAGER_ROLES = (Role.OWNER, Role.ADMIN)
 
 
 def project_list_for_user(*, user: User) -> QuerySet[Project]:
-    return Project.objects.filter(memberships__user=user).order_by("name", "pk")
+    return Project.objects.filter(memberships__user=user, deleted_at__isnull=True).order_by("name", "pk")
+
+
+def project_archived_list(*, user: User) -> QuerySet[Project]:
+    """Deleted (archived) projects the user owns: their statements stay readable to their owners."""
+    return Project.objects.filter(memberships__user=user, memberships__role=Role.OWNER,
+                                  deleted_at__isnull=False).order_by("-deleted_at", "pk")
+
+
+def project_archived_get(*, user: User, pk) -> Project:
+    """One of the user's archived projects; Http404 for anyone but its owners, or a live project."""
+    project = project_archived_list(user=user).filter(pk=pk).first()
+    if project is None:
+        raise Http404("No such project.")
+    return project
 
 
 def membership_get_for_user(*, user: User, slug: str) -> Membership:
@@ -21,7 +35,7 @@ def membership_get_for_user(*, user: User, slug: str) -> Membership:
     the caller does not belong to looks exactly like one that does not exist."""
     membership = (
         Membership.objects.select_related("project", "project__owner")
-        .filter(user=user, project__slug=slug)
+        .filter(user=user, project__slug=slug, project__deleted_at__isnull=True)
         .first()
     )
     if membership is None:
@@ -31,7 +45,7 @@ def membership_get_for_user(*, user: User, slug: str) -> Membership:
 
 def project_get_for_key(*, project_id: int, slug: str) -> Project:
     """An API-key caller sees its own project only."""
-    project = Project.objects.filter(pk=project_id, slug=slug).first()
+    project = Project.objects.filter(pk=project_id, slug=slug, deleted_at__isnull=True).first()
     if project is None:
         raise Http404("No such project.")
     return project

@@ -1,6 +1,7 @@
 """Writes: every business rule that changes accounts data. Keyword-only functions, <entity>_<action>."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -36,7 +37,7 @@ ROTATION_GRACE = {
     "7d": timedelta(days=7),
 }
 # Slugs that would shadow portal URLs such as /projects/new/.
-RESERVED_SLUGS = {"new"}
+RESERVED_SLUGS = {"new", "deleted"}
 
 
 def _clean_name(value, *, what: str, field: str = "name") -> str:
@@ -190,17 +191,23 @@ def project_rename(*, by: Membership, name: str) -> Project:
 
 @transaction.atomic
 def project_delete(*, by: Membership) -> None:
-    """Only an owner deletes a project. Ledger rows and deployments protect their keys and agents,
-    so they go first, explicitly, inside the same transaction."""
+    """Only an owner deletes a project. Its billing history outlives it: the project is archived, not
+    erased. Its keys are revoked (every process closes their live sessions, which write their final
+    usage to the ledger as any session end does), its agents, deployments, conversations and task
+    images go, its slug is freed, and it disappears from every page and API; its ledger rows and
+    monthly spend stay, and its owners can still read its statements (``project_archived_get``)."""
     _require_role(by, (Role.OWNER,), "delete the project")
-    project = by.project
-    key_pks = [str(pk) for pk in project.api_keys.values_list("pk", flat=True)]
-    project.usage_records.all().delete()
-    project.deployments.all().delete()
-    project.delete()
-    for pk in key_pks:
-        key_cache.invalidate_pk(pk)
-        transaction.on_commit(lambda pk=pk: _announce_key_change(pk))
+    project = Project.objects.select_for_update().get(pk=by.project_id)
+    if project.deleted_at is not None:
+        return
+    for api_key in project.api_keys.all():
+        api_key_revoke(api_key=api_key)  # announced to every process on commit
+    project.deployments.all().delete()  # their conversations with them
+    project.agents.all().delete()
+    project.task_images.all().delete()
+    project.deleted_at = timezone.now()
+    project.slug = f"deleted-{project.pk}-{uuid.uuid4().hex[:8]}"  # the old slug may be taken again
+    project.save(update_fields=["deleted_at", "slug"])
 
 
 # --- Memberships ----------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/projects/", permanent=False), name="home"),
     path("projects/", views.project_list, name="project-list"),
     path("projects/new/", views.project_new, name="project-new"),
+    # Deleted projects are archived: their owners keep their statements (not a slug: "deleted" is reserved).
+    path("projects/deleted/", billing.deleted_projects, name="deleted-projects"),
+    path("projects/deleted/<int:pk>/statements/<str:month>/", billing.deleted_project_statement,
+         name="deleted-project-statement"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/keys/new/", views.key_new, name="key-new"),
     path("projects/<slug:slug>/keys/<str:key_pk>/revoke/", views.key_revoke, name="key-revoke"),

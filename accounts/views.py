@@ -41,7 +41,8 @@ def _context(membership, **extra):
 @login_required
 def project_list(request):
     projects = selectors.project_list_for_user(user=request.user).select_related("owner")
-    return render(request, "accounts/project_list.html", {"projects": projects})
+    return render(request, "accounts/project_list.html", {
+        "projects": projects, "has_deleted_projects": selectors.project_archived_list(user=request.user).exists()})
 
 
 @login_required

@@ -37,6 +37,7 @@ RESULTS = BASE_DIR / "bench" / "results" / "billing.json"
 SECTION_BEGIN = "<!-- billing:begin (written by bench/billing.py; edit the script, not this section) -->"
 SECTION_END = "<!-- billing:end -->"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/switchboard_bench_billing"
+IDLE_SESSIONS = 500
 METRICS = ("session_seconds", "audio_in_seconds", "audio_out_seconds", "text_in_tokens", "text_out_tokens",
            "messages", "tasks:upscale")
 
@@ -95,11 +96,11 @@ def one_run(project, plain, keys, owner_client) -> dict:
     from django.utils import timezone
 
     from accounts.billing.budgets import budget_cache, budget_state_get, budget_state_peek
+    from accounts.billing.ledger import KeyRef, UsageBatch, ledger_write, usage_batch_price
     from accounts.billing.prices import price_cache
     from accounts.billing.usage import today, usage_lines
     from accounts.keys import VerifiedKey, key_cache
     from accounts.models import UsageRecord
-    from realtime.gateway.metering import _Batch, _batch_write
 
     key = keys[0]
     verified = VerifiedKey(pk=str(key.pk), key_id=key.key_id, name=key.name, project_id=project.pk,
@@ -124,10 +125,31 @@ def one_run(project, plain, keys, owner_client) -> dict:
 
     amounts = {metric: Decimal("4.987") for metric in METRICS}
     session = uuid.uuid4().hex
+    key_ref = KeyRef.of(verified)
+
+    def batch(session_id: str, batch_amounts: dict) -> UsageBatch:
+        return UsageBatch(key=key_ref, session_id=session_id, meter_id="bench", dialect="realtime",
+                          seq=next(sequence), amounts=batch_amounts, occurred_at=timezone.now())
+
+    def write(batches: list[UsageBatch]) -> None:
+        for one in batches:
+            usage_batch_price(one, remainders={})
+        ledger_write(batches=batches)
 
     def flush_priced():
-        _batch_write(key=verified, session_id=session, dialect="realtime", batch=_Batch(seq=next(sequence),
-                     amounts=amounts), remainders={})
+        write([batch(session, amounts)])
+
+    # Issue 14: idle sessions' session time, written per process (one transaction for all) versus per
+    # session (one transaction each, as before the usage writer).
+    idle = [uuid.uuid4().hex for _ in range(IDLE_SESSIONS)]
+    idle_amounts = {"session_seconds": Decimal("5.000")}
+
+    def flush_process():
+        write([batch(session_id, idle_amounts) for session_id in idle])
+
+    def flush_each_session():
+        for session_id in idle:
+            write([batch(session_id, idle_amounts)])
 
     def flush_unpriced():
         seq = next(sequence)
@@ -154,6 +176,8 @@ def one_run(project, plain, keys, owner_client) -> dict:
         "budget_refresh_no_budget_ms": timed(refresh(plain.pk), 9) * 1000,
         "flush_priced_ms": timed(flush_priced, 25) * 1000,
         "flush_unpriced_ms": timed(flush_unpriced, 25) * 1000,
+        "flush_process_ms": timed(flush_process, 5) * 1000,
+        "flush_each_ms": timed(flush_each_session, 3) * 1000,
         "report_ms": timed(lambda: usage_lines(project_id=project.pk, start=start, end=end), 5) * 1000,
         "count_ms": timed(count, 5) * 1000,
         "page_ms": timed(lambda: owner_client.get(f"/projects/{project.slug}/usage/", {
@@ -162,6 +186,7 @@ def one_run(project, plain, keys, owner_client) -> dict:
     result["budget_cached_x"] = result["budget_cached_us"] / result["key_cache_us"]
     result["budget_refresh_x"] = result["budget_refresh_ms"] / result["budget_refresh_no_budget_ms"]
     result["flush_x"] = result["flush_priced_ms"] / result["flush_unpriced_ms"]
+    result["flush_process_x"] = result["flush_process_ms"] / result["flush_each_ms"]
     result["report_x"] = result["report_ms"] / result["count_ms"]
     result["page_x"] = result["page_ms"] / result["count_ms"]
     return result
@@ -180,6 +205,9 @@ def render(runs: list[dict], meta: dict) -> str:
          f"{med('budget_refresh_x'):.1f}×"),
         ("meter flush, 7 metrics: priced, retry check, insert, month's spend", f"{med('flush_priced_ms'):.2f} ms",
          "the bare insert (before billing)", f"{med('flush_unpriced_ms'):.2f} ms", f"{med('flush_x'):.2f}×"),
+        (f"usage writer: {IDLE_SESSIONS} live sessions' time in one transaction (every flush interval)",
+         f"{med('flush_process_ms'):.1f} ms", "one transaction per session (before)", f"{med('flush_each_ms'):.1f} ms",
+         f"{med('flush_process_x'):.2f}×"),
         ("dashboard aggregate, 30 days", f"{med('report_ms'):.1f} ms", "count of the same rows",
          f"{med('count_ms'):.1f} ms", f"{med('report_x'):.1f}×"),
         ("dashboard page, 30 days by key", f"{med('page_ms'):.1f} ms", "count of the same rows",

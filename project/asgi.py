@@ -7,9 +7,14 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from accounts.billing.writer import usage_spool_keeper_start  # noqa: E402
+
+usage_spool_keeper_start()  # usage a previous life of this process (or a dead peer) spooled gets written
+
 import socketio  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from project.health import operations_application  # noqa: E402
 from realtime.dialects.rooms import sio  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -24,3 +29,5 @@ application = socketio.ASGIApp(
     ),
     socketio_path="socket.io",
 )
+# /healthz, /readyz, /metrics; the process monitor and the SIGTERM drain (project/health.py).
+application = operations_application(application)

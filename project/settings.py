@@ -256,6 +256,14 @@ REALTIME_CLIENT_BUFFER_BYTES = env_int("REALTIME_CLIENT_BUFFER_BYTES", 4 * 1024 
 # Fallback re-check of key revocation (the channel-layer notice is at-most-once).
 REALTIME_KEY_RECHECK_SECONDS = env_float("REALTIME_KEY_RECHECK_SECONDS", 5.0, minimum=0.5)
 REALTIME_METER_FLUSH_SECONDS = env_float("REALTIME_METER_FLUSH_SECONDS", 5.0, minimum=0.1)
+
+# --- Running as a fleet (realtime/gateway/drain.py, project/health.py) --------------------------------
+# SIGTERM: time allowed to tell every client, flush usage and close session records before exiting.
+DRAIN_GRACE_SECONDS = env_float("DRAIN_GRACE_SECONDS", 20.0, minimum=0)
+# Bearer token for /metrics; unset: /metrics answers only loopback clients that came through no proxy.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A new session whose admission (database and Redis calls) takes longer is refused with service_unavailable.
+REALTIME_ADMISSION_TIMEOUT_SECONDS = env_float("REALTIME_ADMISSION_TIMEOUT_SECONDS", 5.0, minimum=0.5)
 if REALTIME_METER_FLUSH_SECONDS > 5:
     raise ImproperlyConfigured("REALTIME_METER_FLUSH_SECONDS must be at most 5 (usage is flushed at least every 5 s)")
 
@@ -270,6 +278,9 @@ if not (len(BILLING_CURRENCY) == 3 and BILLING_CURRENCY.isascii() and BILLING_CU
 BILLING_SPEND_CACHE_SECONDS = env_float("BILLING_SPEND_CACHE_SECONDS", 5.0, minimum=0.1)
 if BILLING_SPEND_CACHE_SECONDS > 60:
     raise ImproperlyConfigured("BILLING_SPEND_CACHE_SECONDS must be at most 60")
+# Usage that cannot reach the database waits here (one fsynced file per process) until it is written;
+# a process adopts the files of processes that ended. Must be on durable, process-shared storage.
+BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-spool"))
 # A live session whose budget is spent is warned, then closed after this long.
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 

@@ -22,6 +22,7 @@ from accounts.billing.prices import price_cache
 from accounts.keys import key_cache
 from accounts.models import EnvironmentKind, Role, User
 from accounts.services import api_key_create, project_create
+from tests.support.cluster import cluster_factory  # noqa: F401  (the fault-test harness's fixture)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "test-artifacts"
@@ -48,6 +49,14 @@ def _fresh_billing_caches():
     yield
     price_cache.clear()
     budget_cache.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _usage_spool_dir(tmp_path_factory):
+    """This test process's usage spool (accounts.billing.spool), apart from any real installation's."""
+    from django.conf import settings
+
+    settings.BILLING_SPOOL_DIR = str(tmp_path_factory.mktemp("usage-spool"))
 
 
 def make_user(email: str, password: str = "correct horse battery staple") -> User:
@@ -181,6 +190,7 @@ def server_factory(transactional_db, tmp_path):
             PYTHONUNBUFFERED="1",
         )
         child_env.pop("TEST_DATABASE_NAME", None)
+        child_env["BILLING_SPOOL_DIR"] = str(tmp_path / "usage-spool")  # each test's servers share one
         # "{port}" in a value becomes the server's port (e.g. REALTIME_ALLOWED_ORIGINS for a browser).
         child_env.update({name: value.replace("{port}", str(port)) for name, value in (env or {}).items()})
         log_path = tmp_path / f"server-{port}.log"

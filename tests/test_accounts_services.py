@@ -1,5 +1,5 @@
 """Membership and project rules: a project always keeps an owner, admins cannot touch owners, only an
-owner deletes; deleting a project takes its keys, ledger and deployments with it."""
+owner deletes; deleting a project archives it: its keys stop working, its ledger stays."""
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,11 +8,13 @@ from django.utils import timezone
 
 from accounts.exceptions import Conflict, NotAllowed
 from accounts.keys import KeyRejected, api_key_verify
-from accounts.models import ApiKey, Membership, Project, Role, UsageRecord
+from accounts.models import Membership, Role, UsageRecord
+from accounts.selectors import project_list_for_user
 from accounts.services import (
     membership_change_role,
     membership_invite,
     membership_remove,
+    project_create,
     project_delete,
 )
 from tests.conftest import make_user
@@ -61,19 +63,24 @@ def test_owner_leaving_after_handover_reassigns_owner(project, owner, member):
     assert project.owner == member and not Membership.objects.filter(user=owner, project=project).exists()
 
 
-def test_project_delete_removes_keys_ledger_and_refuses_its_keys(project, owner, dev_key):
+def test_project_delete_archives_it_keeps_its_ledger_and_refuses_its_keys(project, owner, dev_key):
     row, raw = dev_key
     api_key_verify(raw=raw)
+    slug = project.slug
     UsageRecord.objects.create(
         api_key=row, key_id=row.key_id, project=project, environment=row.environment, session_id="s1",
         dialect="realtime", metric="messages", quantity=Decimal("1"), occurred_at=timezone.now(), idempotency_key="x1",
     )
     project_delete(by=_m(owner, project))
-    assert not Project.objects.filter(pk=project.pk).exists()
-    assert not ApiKey.objects.filter(pk=row.pk).exists() and not UsageRecord.objects.exists()
+    project.refresh_from_db()
+    assert project.deleted_at is not None and project.slug != slug
+    assert list(UsageRecord.objects.values_list("idempotency_key", flat=True)) == ["x1"]
+    assert not project_list_for_user(user=owner).exists()
     with pytest.raises(KeyRejected) as exc:
         api_key_verify(raw=raw)
-    assert exc.value.reason == "unknown_key"
+    assert exc.value.reason == "revoked_key"
+    # The slug is free again.
+    assert project_create(name="Acme Voice", owner=owner, slug=slug).slug == slug
 
 
 def test_expired_key_shows_expired_status(project, owner):

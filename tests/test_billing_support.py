@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.billing.budgets import monthly_spend_add
+from accounts.billing.ledger import monthly_spend_add
 from accounts.billing.prices import price_cache
 from accounts.models import Price, UsageRecord
 

@@ -201,7 +201,10 @@ def test_rename_and_delete_with_confirmation(as_user, project, owner):
 
     response = client.post(f"/projects/{project.slug}/delete/", {"confirm": project.slug})
     assert response.status_code == 302 and response["Location"] == "/projects/"
-    assert not Project.objects.filter(pk=project.pk).exists()
+    # Archived (its billing history stays), gone from every page.
+    assert Project.objects.get(pk=project.pk).deleted_at is not None
+    assert client.get(f"/projects/{project.slug}/").status_code == 404
+    assert "Acme Renamed" not in _text(client.get("/projects/"))
 
 
 def test_admin_cannot_delete_the_project(as_user, project, outsider):

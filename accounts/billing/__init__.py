@@ -1,2 +1,3 @@
-"""Billing: the price list, costs of ledger rows, monthly budgets, and usage reports (dashboard, CSV,
-statements, REST). The ledger itself is accounts.models.UsageRecord, written by realtime.gateway.metering."""
+"""Billing: the price list, the usage ledger and its one writer (ledger.py, fed by the per-process usage
+writer and its spool: writer.py, spool.py), costs of ledger rows, monthly budgets, and usage reports
+(dashboard, CSV, statements, REST)."""

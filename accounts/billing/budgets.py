@@ -4,7 +4,7 @@ calendar month in UTC. At the limit the gateway refuses new sessions and closes 
 
 Spend is read often (every connection and, per live session, every BILLING_SPEND_CACHE_SECONDS). It
 comes from MonthlySpend, a per-key monthly total that every ledger write adds to in its own
-transaction (``monthly_spend_add``), so reading it is a few rows however big the month's ledger. On top
+transaction (accounts.billing.ledger, its only writer), so reading it is a few rows however big the month's ledger. On top
 of that each process keeps a project's budget state for BILLING_SPEND_CACHE_SECONDS: a check costs no
 query while that copy is fresh, and a project with no budget never reads spend at all. The spend a
 check sees is therefore up to BILLING_SPEND_CACHE_SECONDS + REALTIME_METER_FLUSH_SECONDS behind the usage.
@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 
 from accounts.billing.usage import month_first, today
 from accounts.exceptions import InvalidInput, NotAllowed
@@ -54,20 +53,6 @@ def _month_spend(*, project_id: int, month: dt.date) -> dict[str, int]:
     return dict(MonthlySpend.objects.filter(project_id=project_id, month=month).values_list("key_id", "cost_micros"))
 
 
-def monthly_spend_add(*, project_id: int, key_id: str, month: dt.date, cost_micros: int) -> None:
-    """Add a ledger write's cost to its key's month. Call it in the transaction that writes the rows."""
-    if not cost_micros:
-        return
-    spend = MonthlySpend.objects.filter(project_id=project_id, key_id=key_id, month=month)
-    if spend.update(cost_micros=F("cost_micros") + cost_micros):
-        return
-    try:
-        with transaction.atomic():
-            MonthlySpend.objects.create(project_id=project_id, key_id=key_id, month=month, cost_micros=cost_micros)
-    except IntegrityError:  # another write made the row in between
-        spend.update(cost_micros=F("cost_micros") + cost_micros)
-
-
 def budget_state_load(*, project_id: int) -> BudgetState:
     month = month_first(today())
     limits = dict(Budget.objects.filter(project_id=project_id).values_list("key_id", "monthly_limit_micros"))
@@ -78,7 +63,7 @@ def budget_state_load(*, project_id: int) -> BudgetState:
 
 
 class _BudgetCache:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, BudgetState] = {}
 

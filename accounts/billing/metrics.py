@@ -1,4 +1,4 @@
-"""The metrics the ledger records, with the unit and label each is shown with."""
+"""The catalogue of metrics the ledger records, with the unit and label each is shown with."""
 from __future__ import annotations
 
 import re
@@ -16,6 +16,8 @@ METRICS = {
     "text_out_tokens": ("Text tokens out", "tokens"),
     "messages": ("Messages", "messages"),
 }
+# Metrics in seconds: the ledger keeps them to the millisecond; the others are whole counts.
+METRICS_SECONDS = frozenset({"session_seconds", "audio_in_seconds", "audio_out_seconds"})
 
 
 def metric_is_valid(metric: str) -> bool:

@@ -62,7 +62,8 @@ def price_list_load(*, project_id: int) -> PriceList:
 
     from accounts.models import Price
 
-    overrides, defaults = {}, {}
+    overrides: dict[str, int] = {}
+    defaults: dict[str, int] = {}
     rows = Price.objects.filter(Q(project_id=project_id) | Q(project__isnull=True))
     for project, metric, price in rows.values_list("project_id", "metric", "unit_price_micros"):
         (defaults if project is None else overrides)[metric] = price
@@ -70,7 +71,7 @@ def price_list_load(*, project_id: int) -> PriceList:
 
 
 class _PriceCache:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, tuple[float, PriceList]] = {}
 

@@ -74,7 +74,7 @@ def _rows(lines: list[UsageLine], group_by: str, keys: dict[str, KeyLabel]) -> l
     for group in usage_rollup(lines, group_by=group_by):
         rows.append(ReportRow(key=str(group.value), label=_series_label(group_by, str(group.value), keys),
                               cost_micros=group.cost_micros, quantities=group.quantities,
-                              detail=keys.get(group.value) if group_by == "key" else None))
+                              detail=keys.get(str(group.value)) if group_by == "key" else None))
     return rows
 
 

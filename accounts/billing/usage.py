@@ -135,8 +135,9 @@ def usage_rollup(lines: Iterable[UsageLine], *, group_by: str) -> list[UsageGrou
         if group is None:
             group = groups[value] = UsageGroup(value=value, quantities={})
         group.add(line)
-    order = metric_sort_key if group_by == "metric" else str
-    return [groups[value] for value in sorted(groups, key=order)]
+    if group_by == "metric":
+        return [groups[value] for value in sorted(groups, key=lambda value: metric_sort_key(str(value)))]
+    return [groups[value] for value in sorted(groups, key=str)]
 
 
 def usage_key_labels(*, project: Project) -> dict[str, KeyLabel]:

@@ -33,7 +33,7 @@ from accounts.billing.usage import (
 )
 from accounts.exceptions import InvalidInput, ServiceError
 from accounts.models import EnvironmentKind
-from accounts.selectors import MANAGER_ROLES, membership_get_for_user
+from accounts.selectors import MANAGER_ROLES, membership_get_for_user, project_archived_get, project_archived_list
 
 
 @dataclass(frozen=True)
@@ -224,3 +224,26 @@ def usage_budgets(request, slug):
     return render(request, "billing/budgets.html", _page(
         membership, overview=budgets.budget_overview(project=membership.project), currency=currency(), error=error),
         status=status)
+
+
+# --- Deleted (archived) projects: their owners keep their statements ------------------------------
+
+@login_required
+@require_GET
+def deleted_projects(request):
+    projects = [(project, usage_months(project_id=project.pk))
+                for project in project_archived_list(user=request.user)]
+    return render(request, "billing/deleted_projects.html", {"projects": projects})
+
+
+@login_required
+@require_GET
+def deleted_project_statement(request, pk, month):
+    project = project_archived_get(user=request.user, pk=pk)
+    try:
+        first = usage_month_parse(month)
+    except InvalidInput:
+        raise Http404("No such month.") from None
+    return render(request, "billing/deleted_statement.html", {
+        "project": project, "statement": statement_get(project=project, month=first), "currency": currency(),
+        "months": usage_months(project_id=project.pk)})

@@ -23,6 +23,7 @@ import uuid
 import orjson
 from django.conf import settings
 
+from realtime.gateway import availability, metrics
 from realtime.gateway.auth import AuthFailed, accepted_subprotocol, scope_query
 from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import CLOSE_BAD_REQUEST, ClientGate, GatewayError
@@ -104,6 +105,9 @@ class RealtimeConnection:
         session_id = None
         resume = False
         try:
+            refusal = availability.admission_check()  # an outage or a drain: refused at once
+            if refusal is not None:
+                raise SessionRefused(refusal)
             if self.session_endpoint:
                 session_id = query.get("key", "")
                 if not SESSION_ID_PATTERN.match(session_id):
@@ -115,15 +119,25 @@ class RealtimeConnection:
                         "unsupported_protocol", "Only protocol=realtime is supported.", close=True))
                 resume = query.get("resume", "0") in ("1", "true")
                 self._session_key = session_id
-            auth = await session_admit(scope=self.scope)
-            self.session = await session_connect(
-                auth=auth, link=self, dialect="realtime", session_key=session_id, resume=resume,
-                deployment_key=query.get("deployment") or query.get("deploymentKey") or None,
-                server=self.scope.get("server"),
-            )
+
+            async def admit() -> GatewaySession:
+                auth = await session_admit(scope=self.scope)
+                return await session_connect(
+                    auth=auth, link=self, dialect="realtime", session_key=session_id, resume=resume,
+                    deployment_key=query.get("deployment") or query.get("deploymentKey") or None,
+                    server=self.scope.get("server"),
+                )
+
+            self.session = await availability.within_admission_bound(admit())
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
             await self.end(code=exc.error.close_code or CLOSE_BAD_REQUEST, reason=exc.error.code)
+        except Exception as exc:
+            error = availability.admission_failure(exc)
+            if error is None:
+                raise
+            await self.report(error)
+            await self.end(code=error.close_code or CLOSE_BAD_REQUEST, reason=error.code)
 
     async def _receive(self, text: str | None) -> None:
         session = self.session
@@ -165,6 +179,7 @@ class RealtimeConnection:
         self.outbox.push(text, bounded=bounded)  # raises ClientTooSlow past REALTIME_CLIENT_BUFFER_BYTES
 
     async def report(self, error: GatewayError, *, client_event_id: str | None = None, param: str | None = None):
+        metrics.error_sent(error.code)
         self.outbox.push(error_event(error, client_event_id=client_event_id, param=param), bounded=False)
 
     async def end(self, *, code: int, reason: str) -> None:

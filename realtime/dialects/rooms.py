@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import socketio
 from django.conf import settings
 
+from realtime.dialects import rooms_bus
+from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
@@ -50,7 +52,9 @@ def room_name(*, project_id: int, environment_id: int) -> str:
 
 def _client_manager():
     if settings.REDIS_URL:
-        return socketio.AsyncRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
+        from realtime.dialects.rooms_bus import RoomsRedisManager
+
+        return RoomsRedisManager(settings.REDIS_URL, channel=f"{settings.REDIS_PREFIX}:socketio")
     return None
 
 
@@ -92,6 +96,10 @@ def _refuse(error: GatewayError) -> socketio.exceptions.ConnectionRefusedError:
 
 @sio.event
 async def connect(sid, environ, auth):
+    refusal = availability.admission_check()  # an outage or a drain: refused at once, with its code
+    if refusal is not None:
+        metrics.error_sent(refusal.code)
+        raise socketio.exceptions.ConnectionRefusedError(refusal.message, {"code": refusal.code})
     api_key = auth.get("apiKey") if isinstance(auth, dict) else None
     token = auth.get("token") if isinstance(auth, dict) else None
     if not (isinstance(api_key, str) and api_key) and not (isinstance(token, str) and token):
@@ -119,6 +127,7 @@ async def connect(sid, environ, auth):
     )
     lifecycle.on_revoked = lambda: _spawn(_end(sid, KEY_REVOKED.code, KEY_REVOKED), f"rooms-revoked:{sid}")
     await sio.enter_room(sid, room)
+    metrics.session_opened("rooms")
     connection.watch = asyncio.get_running_loop().create_task(
         lifecycle.run(warn=lambda error: _warn(sid, error), close=lambda reason, error: _end(sid, reason, error)),
         name=f"rooms-lifecycle:{sid}")
@@ -159,8 +168,19 @@ async def message(sid, data):
         await sio.emit("error", _error(
             "rate_limited", "Too many messages per second on this connection; this one was not sent."), to=sid)
         return
-    connection.meter.add("messages", 1)
+    if not availability.redis_dependency.up and settings.REDIS_URL:
+        await sio.emit("error", _error(availability.SERVICE_UNAVAILABLE.code,
+                                       "The room cannot be reached right now; the message was not sent."), to=sid)
+        return
+    rooms_bus.broadcast_begin()
     await sio.emit("message", data, room=connection.room)
+    # Billed once the bus took it; a message lost on the way to the other processes is not.
+    if rooms_bus.broadcast_published():
+        connection.meter.add("messages", 1)
+    else:
+        await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
+                                       "(the bus between gateway processes is unavailable); it was not billed."),
+                       to=sid)
 
 
 async def _release(connection: RoomConnection) -> None:
@@ -172,6 +192,7 @@ async def _release(connection: RoomConnection) -> None:
 async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
+        metrics.session_closed("rooms", connection.close_reason if connection.ending else str(reason or "client_closed"))
         watch = connection.watch
         if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
             watch.cancel()
@@ -179,3 +200,20 @@ async def disconnect(sid, reason=None):
         # Its own task, held here: the final usage flush and the record must not be cut short with the
         # connection's task.
         _spawn(_release(connection), f"rooms-release:{sid}")
+
+
+async def _drain() -> None:
+    """SIGTERM: tell every connection why before the server closes it; a Socket.IO client may simply
+    reconnect (another process serves the same room)."""
+    error = {**_error(availability.SERVER_SHUTTING_DOWN.code,
+                      "This gateway process is shutting down; reconnect (the room is served by other processes)."),
+             "resumable": True}
+    for sid in list(_connections):
+        connection = _connections.get(sid)
+        if connection is not None:
+            connection.close_reason = availability.SERVER_SHUTTING_DOWN.code
+        await sio.emit("error", error, to=sid)
+        await sio.disconnect(sid)
+
+
+drain.drain_hook("rooms", _drain)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from accounts.api.authentication import api_key_from_authorization
 from accounts.keys import KeyRejected, api_key_verify_async, api_keys_unusable
+from realtime.gateway import availability
 from realtime.gateway.budgets import budget_refusal
 from realtime.gateway.limits import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, GatewayError
 
@@ -110,10 +111,31 @@ async def _within_budget(auth: ConnectionAuth) -> ConnectionAuth:
     return auth
 
 
+async def _admitted(make) -> ConnectionAuth:
+    """Admission of a new session of any dialect, bounded in time and refused at once during an outage
+    or a drain (availability.py): AuthFailed with ``service_unavailable`` (1013) or ``server_shutting_down``."""
+    refusal = availability.admission_check()
+    if refusal is not None:
+        raise AuthFailed(refusal)
+    try:
+        return await availability.within_admission_bound(make())
+    except AuthFailed:
+        raise
+    except Exception as exc:
+        error = availability.admission_failure(exc)
+        if error is None:
+            raise
+        raise AuthFailed(error) from None
+
+
 async def api_key_authenticate(*, raw: str | None) -> ConnectionAuth:
     """An API key given the dialect's own way (a first message, a query parameter, a handshake field).
     Raises AuthFailed with the key's rejection reason as the code, or budget_exceeded."""
-    return await _within_budget(await _from_api_key(raw or ""))
+    return await _admitted(lambda: _within_budget_of(_from_api_key(raw or "")))
+
+
+async def _within_budget_of(credential) -> ConnectionAuth:
+    return await _within_budget(await credential)
 
 
 async def _from_token(token: str) -> ConnectionAuth:
@@ -135,12 +157,12 @@ async def token_authenticate(*, token: str | None) -> ConnectionAuth:
     """A short-lived token given the dialect's own way (rooms: handshake ``auth: {token}``), then the budget."""
     if not token:
         raise _unauthorized("missing_credentials", "A token is required.")
-    return await _within_budget(await _from_token(token))
+    return await _admitted(lambda: _within_budget_of(_from_token(token)))
 
 
 async def connection_authenticate(*, scope) -> ConnectionAuth:
     """Check the origin, then the credential, then the budget. Raises AuthFailed with a stable code."""
-    return await _within_budget(await _credential_authenticate(scope))
+    return await _admitted(lambda: _within_budget_of(_credential_authenticate(scope)))
 
 
 async def _credential_authenticate(scope) -> ConnectionAuth:

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from realtime.gateway import liveness
 from realtime.gateway.limits import redis_client
 
-OWNER_TTL_SECONDS = 30  # refreshed every OWNER_TTL_SECONDS / 3 by the owning process
+OWNER_TTL_SECONDS = liveness.LEASE_SECONDS  # renewed every second by the owner's monitor (liveness.py)
 
 
 class BufferOverflow(Exception):
@@ -72,13 +73,14 @@ async def session_owner_claim(*, scoped_key: str, session_id: str) -> None:
     client = redis_client()
     if client is not None:
         value = json.dumps({"process": process_id(), "session_id": session_id})
-        await client.set(_owner_key(scoped_key), value, ex=OWNER_TTL_SECONDS)
+        await client.set(_owner_key(scoped_key), value, px=int(OWNER_TTL_SECONDS * 1000))
+        liveness.owner_held(_owner_key(scoped_key), value)
 
 
 _REFRESH = """
 local value = redis.call('GET', KEYS[1])
 if value and cjson.decode(value)['session_id'] == ARGV[1] then
-  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -88,7 +90,7 @@ async def session_owner_refresh(*, scoped_key: str, session_id: str) -> None:
     """Renew the lease if the key still names this session."""
     client = redis_client()
     if client is not None:
-        await client.eval(_REFRESH, 1, _owner_key(scoped_key), session_id, OWNER_TTL_SECONDS)
+        await client.eval(_REFRESH, 1, _owner_key(scoped_key), session_id, int(OWNER_TTL_SECONDS * 1000))
 
 
 async def session_owner_lookup(*, scoped_key: str) -> SessionOwner | None:
@@ -99,6 +101,8 @@ async def session_owner_lookup(*, scoped_key: str) -> SessionOwner | None:
     if raw is None:
         return None
     data = json.loads(raw)
+    if not await liveness.owner_alive(data["process"]):
+        return None  # its process stopped beating: a stale record, never something to wait for
     return SessionOwner(process=data["process"], session_id=data["session_id"])
 
 
@@ -113,6 +117,7 @@ return 0
 
 async def session_owner_release(*, scoped_key: str, session_id: str) -> None:
     """Delete the record if it still names this session (compare and delete, atomically)."""
+    liveness.owner_dropped(_owner_key(scoped_key))
     client = redis_client()
     if client is not None:
         await client.eval(_RELEASE, 1, _owner_key(scoped_key), session_id)

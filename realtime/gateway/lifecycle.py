@@ -102,7 +102,9 @@ class SessionLifecycle:
         self._slot = False
         self._watches: list[KeyWatch] = []
         self._budget = BudgetGuard(auth=auth)
-        self._next_lease = now + limits.SLOT_TTL / 3
+        # With Redis the process monitor renews every slot each second (liveness.py); this renewal
+        # keeps the in-process slots (no Redis) and re-takes a slot lost in an outage.
+        self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
 
     # --- Start ------------------------------------------------------------------------------------
 
@@ -175,7 +177,7 @@ class SessionLifecycle:
         if await self._budget.step(now, warn=warn, close=lambda error: close(error.code, error)):
             return True
         if now >= self._next_lease:
-            self._next_lease = now + limits.SLOT_TTL / 3
+            self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
             try:
                 await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
                                                   limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)

@@ -89,8 +89,10 @@ class TokenBucket:
 
 # --- Concurrent sessions per key ------------------------------------------------------------------
 
-# A slot is leased, not held forever: a crashed process's slots lapse after SLOT_TTL seconds.
-SLOT_TTL = 60.0
+# A slot is leased, not held forever: renewed every second by its process's monitor
+# (realtime/gateway/liveness.py), a crashed process's slots lapse after SLOT_TTL seconds.
+SLOT_TTL = 3.0
+LOCAL_SLOT_TTL = 60.0  # without Redis there is one process: its slots die with it
 
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -142,11 +144,15 @@ async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> b
             del slots[sid]
         if session_id not in slots and len(slots) >= limit:
             return False
-        slots[session_id] = now + SLOT_TTL
+        slots[session_id] = now + LOCAL_SLOT_TTL
         return True
     result = await client.eval(
-        _ACQUIRE, 1, _slot_key(key_id), now, now + SLOT_TTL, session_id, limit, int(SLOT_TTL * 2)
+        _ACQUIRE, 1, _slot_key(key_id), now, now + SLOT_TTL, session_id, limit, int(SLOT_TTL * 2) + 1
     )
+    if result:
+        from realtime.gateway import liveness
+
+        liveness.slot_held(_slot_key(key_id), session_id)
     return bool(result)
 
 
@@ -155,6 +161,9 @@ async def session_slot_release(*, key_id: str, session_id: str) -> None:
     if client is None:
         _local_slots.get(key_id, {}).pop(session_id, None)
         return
+    from realtime.gateway import liveness
+
+    liveness.slot_dropped(_slot_key(key_id), session_id)
     await client.zrem(_slot_key(key_id), session_id)
 
 

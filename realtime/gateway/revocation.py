@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.notify import key_group
+from realtime.gateway import availability
 from realtime.gateway.auth import api_keys_inactive
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ class _Watcher:
     def _group_call_done(self, task: asyncio.Task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("key watch: channel-layer group update failed: %r", task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            availability.failure_logged(logger, "key watch: channel-layer group update failed", error)
 
     async def _listen(self) -> None:
         while True:
@@ -105,8 +107,8 @@ class _Watcher:
                 message = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("key watch: channel-layer receive failed; retrying")
+            except Exception as exc:
+                availability.failure_logged(logger, "key watch: channel-layer receive failed; retrying", exc)
                 await asyncio.sleep(1)
                 continue
             if message.get("type") == "key.revoked":
@@ -119,8 +121,8 @@ class _Watcher:
                 continue
             try:
                 inactive = await api_keys_inactive(api_key_pks=list(self.watches))
-            except Exception:
-                logger.exception("key re-check failed; sessions stay open until the next one")
+            except Exception as exc:
+                availability.failure_logged(logger, "key re-check failed; sessions stay open until the next one", exc)
                 continue
             for api_key_pk in inactive:
                 self.revoked(api_key_pk)

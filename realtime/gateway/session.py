@@ -37,12 +37,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
-from realtime.gateway import buffer, limits, upstream
+from realtime.gateway import availability, buffer, limits, metrics, upstream
 from realtime.gateway.auth import ConnectionAuth, api_keys_inactive
 from realtime.gateway.fifo import Fifo
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
-from realtime.gateway.metering import SessionMeter, audio_bytes_per_second, session_audio_formats
+from realtime.gateway.metering import SessionMeter
 from realtime.gateway.outbox import ClientTooSlow
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ class GatewaySession:
         # Made by _open before anything is relayed (never for a refused session: no session time billed).
         self._meter: SessionMeter = None  # type: ignore[assignment]
         self._swallow_config_reply = False
-        self._in_bps = self._out_bps = audio_bytes_per_second(None)
         self._detached_at: float | None = None
 
     # --- Opening ----------------------------------------------------------------------------------
@@ -152,19 +151,23 @@ class GatewaySession:
                 agent=agent, credential=credential, session_id=self.session_id, server=server
             )
             try:
+                connect_started = time.monotonic()
                 self._upstream = await upstream.upstream_connect(
                     target=target, max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES
                 )
+                metrics.upstream_connect.observe(time.monotonic() - connect_started)
             except upstream.UpstreamFailed as exc:
                 raise SessionRefused(exc.error) from None
         except SessionRefused as exc:
             await self._release(reason=exc.error.code)
             raise
-        except Exception:
-            logger.exception("session %s could not start", self.session_id)
-            await self._release(reason="internal_error")
-            raise SessionRefused(GatewayError("internal_error", "The gateway could not start the session.",
-                                              limits.CLOSE_INTERNAL, "server_error")) from None
+        except Exception as exc:
+            outage = availability.admission_failure(exc)  # an outage: one log line per outage, not per session
+            if outage is None:
+                logger.exception("session %s could not start", self.session_id)
+            await self._release(reason=outage.code if outage else "internal_error")
+            raise SessionRefused(outage or GatewayError("internal_error", "The gateway could not start the session.",
+                                                        limits.CLOSE_INTERNAL, "server_error")) from None
         except BaseException:
             await self._release(reason="cancelled")
             raise
@@ -178,14 +181,13 @@ class GatewaySession:
             # Applied before any client event; its session.updated reply is the gateway's, not the client's.
             self._to_upstream.put(upstream.session_update_event(config))
             self._swallow_config_reply = True
-            self._note_formats(config)
-        # Flushed by the watchdog rather than by a task of its own (SessionMeter.start): one task less
-        # per session (memory per idle session, bench/README.md "Relay").
+        # Taken by the process's usage writer every flush interval (accounts.billing.writer).
         self._meter = SessionMeter(key=self.auth, session_id=self.session_id, dialect=self.dialect)
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
         self._spawn(self._watchdog(), "watchdog")
         self.opened = True
+        metrics.session_opened(self.dialect)
 
     def _key_revoked(self) -> None:
         self.close_soon(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
@@ -249,25 +251,13 @@ class GatewaySession:
 
     # --- Relaying ---------------------------------------------------------------------------------
 
-    def _note_formats(self, session: dict) -> None:
-        in_fmt, out_fmt = session_audio_formats(session)
-        if in_fmt is not None:
-            self._in_bps = audio_bytes_per_second(in_fmt)
-        if out_fmt is not None:
-            self._out_bps = audio_bytes_per_second(out_fmt)
-
     async def from_client(self, text: str, event: dict) -> None:
         """A client event, already checked by the dialect, for the upstream (unchanged)."""
         if self.closed:
             return
+        metrics.relay(self.dialect, "to_upstream").add(text)
         self.lifecycle.touch()
-        kind = event.get("type")
-        if kind == "input_audio_buffer.append":
-            audio = event.get("audio")
-            if isinstance(audio, str):
-                self._meter.add_audio("audio_in_seconds", audio, self._in_bps)
-        elif kind == "session.update" and isinstance(event.get("session"), dict):
-            self._note_formats(event["session"])
+        self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
         if len(self._to_upstream) >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
             return
@@ -280,22 +270,9 @@ class GatewaySession:
 
     def _meter_upstream(self, kind: str, event: dict) -> bool:
         """Meter one upstream event; False if it must not reach the client."""
-        if kind in ("response.output_audio.delta", "response.audio.delta"):
-            delta = event.get("delta")
-            if isinstance(delta, str):
-                self._meter.add_audio("audio_out_seconds", delta, self._out_bps)
-        elif kind == "response.done":
-            usage = (event.get("response") or {}).get("usage") or {}
-            if isinstance(usage, dict):
-                in_details = usage.get("input_token_details") or {}
-                out_details = usage.get("output_token_details") or {}
-                text_in = in_details.get("text_tokens", usage.get("input_tokens", 0))
-                text_out = out_details.get("text_tokens", usage.get("output_tokens", 0))
-                self._meter.add("text_in_tokens", int(text_in or 0))
-                self._meter.add("text_out_tokens", int(text_out or 0))
-        elif kind in ("session.created", "session.updated"):
-            self._note_formats(event.get("session") or {})
-            if kind == "session.updated" and self._swallow_config_reply:
+        self._meter.upstream_event(kind, event)  # validated usage, audio at the confirmed format
+        if kind == "session.updated":
+            if self._swallow_config_reply:
                 self._swallow_config_reply = False
                 return False
         elif kind == "error" and self._swallow_config_reply:
@@ -316,11 +293,13 @@ class GatewaySession:
 
     async def _read_upstream(self) -> None:
         recv = self._upstream.recv
+        relayed = metrics.relay(self.dialect, "to_client")
         try:
             while True:
                 text = self._from_upstream(await recv())
                 if text is None:
                     continue
+                relayed.add(text)
                 link = self.link
                 if link is not None:
                     try:
@@ -352,12 +331,12 @@ class GatewaySession:
             pass  # the reader reports the close
 
     async def _watchdog(self) -> None:
-        """The lifecycle's limits (duration, idle, budget, slot lease), the resume window, the usage
-        flushes and the ownership lease."""
+        """The lifecycle's limits (duration, idle, budget, slot lease), the resume window and the
+        ownership lease (with Redis, the process monitor renews every lease each second: liveness.py).
+        Usage is taken by the process's usage writer (accounts.billing.writer)."""
         lifecycle = self.lifecycle
         next_lease = time.monotonic()
-        next_flush = next_lease + settings.REALTIME_METER_FLUSH_SECONDS
-        tick = min(WATCHDOG_TICK, settings.REALTIME_METER_FLUSH_SECONDS)
+        tick = WATCHDOG_TICK
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -365,20 +344,14 @@ class GatewaySession:
             detached = detached_at is not None
             if detached_at is not None and now - detached_at >= settings.REALTIME_RESUME_SECONDS:
                 return await self.close(reason="resume_window_expired")
-            if now >= next_flush:
-                next_flush = now + settings.REALTIME_METER_FLUSH_SECONDS
-                try:
-                    await self._meter.flush()
-                except Exception:  # the database may be briefly away; the batch is retried with its key
-                    logger.exception("usage flush failed for session %s; will retry", self.session_id)
             if await lifecycle.step(now, warn=self._budget_warn, close=self._lifecycle_close, idle=not detached):
                 return
             if now >= next_lease and self.scoped_key is not None:
-                next_lease = now + buffer.OWNER_TTL_SECONDS / 3
+                next_lease = now + limits.LOCAL_SLOT_TTL / 3
                 try:
                     await buffer.session_owner_refresh(scoped_key=self.scoped_key, session_id=self.session_id)
-                except Exception:
-                    logger.warning("ownership lease refresh failed for session %s", self.session_id, exc_info=True)
+                except Exception as exc:
+                    availability.failure_logged(logger, "lease refresh failed for session %s", exc, self.session_id)
 
     # --- Closing ----------------------------------------------------------------------------------
 
@@ -394,6 +367,8 @@ class GatewaySession:
             return
         self.closed = True
         self.close_reason = reason
+        if self.opened:
+            metrics.session_closed(self.dialect, reason)
         logger.info("session %s: closing (%s)", self.session_id, reason)
         self._unregister()
         link, self.link = self.link, None
@@ -435,8 +410,8 @@ class GatewaySession:
         if self._owner_claimed and self.scoped_key is not None:  # only if the key still names this session
             try:
                 await buffer.session_owner_release(scoped_key=self.scoped_key, session_id=self.session_id)
-            except Exception:
-                logger.exception("ownership release failed for session %s", self.session_id)
+            except Exception as exc:
+                availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
         await self.lifecycle.release(reason=reason)
 
 

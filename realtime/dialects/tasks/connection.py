@@ -35,6 +35,7 @@ from realtime.dialects.tasks.buffer import (
     task_session_register,
     task_session_touch,
 )
+from realtime.dialects.tasks.inflight import TASK_LOST_MESSAGE, task_inflight_lost_claim
 from realtime.dialects.tasks.notices import task_notice_send, task_notices_listen
 from realtime.dialects.tasks.runner import (
     HANDLERS,
@@ -45,7 +46,7 @@ from realtime.dialects.tasks.runner import (
     task_session_attach,
     task_session_detach,
 )
-from realtime.gateway import limits
+from realtime.gateway import availability, drain, limits
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, origin_check, scope_header
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import (
@@ -150,6 +151,7 @@ class TasksConnection:
             return
         self._main = asyncio.current_task()
         await self.outbox.accept(None, name=f"tasks-outbox:{id(self):x}")
+        _live.add(self)  # told why on SIGTERM (realtime/gateway/drain.py)
         try:
             try:
                 origin_check(self.scope)
@@ -303,6 +305,7 @@ class TasksConnection:
         for text in handed_over:
             self._send_result(text)
         await self._take_outbox()
+        await self._send_lost_tasks()
         self.spawn(self._keep_alive(), "tasks-keep-alive")
         self.spawn(lifecycle.run(warn=self._warn, close=self._lifecycle_close), "tasks-lifecycle")
 
@@ -331,9 +334,16 @@ class TasksConnection:
             await asyncio.sleep(interval)
             try:
                 await task_session_touch(session_uuid=self.session_uuid)
-            except Exception:
-                logger.warning("lease refresh failed for task session %s", self.session_uuid, exc_info=True)
+                await self._send_lost_tasks()
+            except Exception as exc:
+                availability.failure_logged(logger, "lease refresh failed for task session %s", exc, self.session_uuid)
             self.take_outbox_soon()
+
+    async def _send_lost_tasks(self) -> None:
+        """Tasks of this session whose process died: an error each, never silence."""
+        assert self.session_uuid is not None  # authenticated
+        for task_uuid, task_type in await task_inflight_lost_claim(session_uuid=self.session_uuid):
+            self._say(error_message("task_lost", TASK_LOST_MESSAGE, task_uuid=task_uuid, task_type=task_type))
 
     async def _warn(self, error: GatewayError) -> None:
         self._say(error_message(error.code, error.message))
@@ -407,6 +417,7 @@ class TasksConnection:
     # --- End ----------------------------------------------------------------------------------------
 
     async def _end(self) -> None:
+        _live.discard(self)
         if self._probe_timer is not None:
             self._probe_timer.cancel()
         await self.outbox.stop()
@@ -442,3 +453,16 @@ def tasks_application():
 
     return application
 
+
+_live: set[TasksConnection] = set()
+
+SHUTTING_DOWN = ("This gateway process is shutting down. Reconnect with your connectionSessionUUID: results of "
+                 "finished tasks wait for you; tasks still running here come back as task_lost errors.")
+
+
+async def _drain() -> None:
+    for connection in list(_live):
+        connection.refuse(_error("server_shutting_down", SHUTTING_DOWN, availability.CLOSE_SERVICE_RESTART))
+
+
+drain.drain_hook("tasks", _drain)

@@ -25,10 +25,11 @@ from typing import Protocol
 import orjson
 from django.conf import settings
 
-from realtime.dialects.tasks import TaskContext, TaskFailed, forward, images
+from realtime.dialects.tasks import TaskContext, TaskFailed, forward, images, inflight
 from realtime.dialects.tasks import speech as speech_tasks
 from realtime.dialects.tasks.buffer import task_outbox_push
 from realtime.dialects.tasks.notices import task_notice_send
+from realtime.gateway import availability
 from realtime.gateway.auth import ConnectionAuth
 from realtime.gateway.metering import SessionMeter
 
@@ -85,6 +86,14 @@ def error_message(code: str, message: str, *, task_uuid=None, task_type=None, pa
     return orjson.dumps({"errors": [error]}).decode()
 
 
+async def _tolerant(step) -> None:
+    """A bookkeeping step that must not fail the task (e.g. during a Redis outage)."""
+    try:
+        await step
+    except Exception as exc:
+        availability.failure_logged(logger, "tasks: in-flight bookkeeping failed", exc)
+
+
 _sessions: dict[str, TaskSession] = {}
 _meters_closing: set[asyncio.Task] = set()  # final usage flushes of ended sessions (held until done)
 
@@ -115,6 +124,9 @@ class TaskSession:
 
     async def _run(self, task: dict, ctx: TaskContext) -> None:
         task_type, task_uuid = task["taskType"], task["taskUUID"]
+        # Recorded while it runs: if this process dies, the client hears task_lost (inflight.py).
+        await _tolerant(inflight.task_inflight_add(session_uuid=self.session_uuid, task_uuid=task_uuid,
+                                                   task_type=task_type))
         async with self._slots:
             try:
                 result = await HANDLERS[task_type](task, ctx)
@@ -135,6 +147,7 @@ class TaskSession:
                     except Exception:  # the periodic flush retries the same batch (idempotently)
                         logger.exception("usage flush failed for task %s", task_uuid)
         await self.publish(message)
+        await _tolerant(inflight.task_inflight_done(session_uuid=self.session_uuid, task_uuid=task_uuid))
 
     async def publish(self, text: str) -> None:
         if self.links:
