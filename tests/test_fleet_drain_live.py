@@ -86,8 +86,12 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     assert exit_code in (0, -15), exit_code
 
     # Every record closed with the reason; every relayed second of audio in the ledger.
-    records = fleet.postgres.sql("select session_id, ended_at is not null, close_reason from realtime_sessionrecord")
-    assert len(records) == SESSIONS  # this fleet's only sessions so far
+    records = fleet.postgres.sql("select session_id, ended_at is not null, close_reason from realtime_sessionrecord "
+                                 "where dialect = 'realtime'")
+    assert len(records) == SESSIONS  # this fleet's only realtime sessions so far
+    # The tasks connection is a recorded session too (every dialect's is), ended with the same reason.
+    assert fleet.postgres.sql("select ended_at is not null, close_reason from realtime_sessionrecord "
+                              "where dialect = 'tasks'") == [(True, "server_shutting_down")]
     session_ids = [session_id for session_id, _, _ in records]
     assert all(ended and reason == "server_shutting_down" for _, ended, reason in records), records
     ledger = fleet.postgres.sql(

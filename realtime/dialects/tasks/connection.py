@@ -46,7 +46,7 @@ from realtime.dialects.tasks.runner import (
     task_session_attach,
     task_session_detach,
 )
-from realtime.gateway import availability, drain, limits
+from realtime.gateway import availability, drain, limits, liveness
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, origin_check, scope_header
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import (
@@ -326,9 +326,10 @@ class TasksConnection:
             self.spawn(self._take_outbox(), "tasks-take-outbox")
 
     async def _keep_alive(self) -> None:
-        """While connected, the session and its buffer stay leased; anything buffered is taken (a
-        lost ``pending`` notice delays a result by at most this interval)."""
-        interval = min(settings.TASKS_BUFFER_SECONDS / 3, 10.0)
+        """While connected, the session and its buffer stay leased, tasks of a process that died come
+        back as ``task_lost`` within seconds of its heartbeat lapsing (liveness.py), and anything
+        buffered is taken (a lost ``pending`` notice delays a result by at most this interval)."""
+        interval = min(settings.TASKS_BUFFER_SECONDS / 3, liveness.LEASE_SECONDS / 3)
         assert self.session_uuid is not None  # authenticated
         while True:
             await asyncio.sleep(interval)
