@@ -31,7 +31,8 @@ class KeyRotateForm(forms.Form):
 
 
 class InviteForm(forms.Form):
-    email = forms.CharField(label="Email of an existing user", max_length=254, widget=forms.EmailInput)
+    email = forms.CharField(label="Email", max_length=254, widget=forms.EmailInput,
+                            help_text="Someone without an account gets an email inviting them to sign up.")
     role = forms.CharField(label="Role", widget=forms.Select(choices=Role.choices), initial=Role.MEMBER)
 
 

@@ -301,3 +301,39 @@ class MonthlySpend(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "key_id", "month"], name="unique_monthly_spend")]
+
+
+class BudgetAlert(models.Model):
+    """A budget alert email that was sent: one per budget (project or key), month and threshold, so a
+    threshold is announced once a month whichever process noticed it first."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="budget_alerts")
+    key_id = models.CharField(max_length=32, blank=True, help_text="Empty: the project's budget.")
+    month = models.DateField(help_text="The first day of the month (UTC).")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the monthly limit: 50, 80 or 100.")
+    spent_micros = models.BigIntegerField()
+    limit_micros = models.BigIntegerField()
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key_id", "month", "threshold"],
+                                               name="unique_budget_alert")]
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a project, for someone who may not have an account yet. The
+    token is sent once in the email; only its SHA-256 digest is kept. Accepted when the invitee, signed
+    in with this address, accepts it, or when they verify this address after signing up."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    token_digest = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]

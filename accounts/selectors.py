@@ -78,6 +78,15 @@ def api_key_get(*, project: Project, pk) -> ApiKey:
         raise Http404("No such key.") from None
 
 
+# The portal console's per-environment key (realtime.agents.services.console_key_get_or_create): made by
+# no member, named this, managed by Switchboard.
+CONSOLE_KEY_NAME = "Console"
+
+
+def api_key_is_console(*, api_key: ApiKey) -> bool:
+    return api_key.name == CONSOLE_KEY_NAME and api_key.created_by_id is None and api_key.rotated_from_id is None
+
+
 def api_key_status(*, api_key: ApiKey, now=None) -> str:
     """active / revoked / expired / rotating (old key within its grace) / rotated (grace over)."""
     now = now or timezone.now()
@@ -88,3 +97,11 @@ def api_key_status(*, api_key: ApiKey, now=None) -> str:
     if api_key.rotation_grace_ends_at is not None:
         return "rotating" if api_key.rotation_grace_ends_at > now else "rotated"
     return "active"
+
+
+def deployment_default_key(*, project: Project, environment_kind: str) -> str:
+    """The public key of the environment's default deployment ("" when it has none)."""
+    from accounts.models import Deployment
+
+    return (Deployment.objects.filter(project=project, environment__kind=environment_kind, is_default=True)
+            .values_list("deployment_key", flat=True).first() or "")

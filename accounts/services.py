@@ -19,6 +19,7 @@ from accounts.models import (
     Deployment,
     Environment,
     EnvironmentKind,
+    Invitation,
     Membership,
     Project,
     Provider,
@@ -232,8 +233,12 @@ def _sync_primary_owner(project: Project) -> None:
 
 
 @transaction.atomic
-def membership_invite(*, by: Membership, email: str, role: str = Role.MEMBER) -> Membership:
-    """Add an existing user, found by email, to the caller's project."""
+def membership_invite(
+    *, by: Membership, email: str, role: str = Role.MEMBER, invite_link_base: str | None = None
+) -> Membership | Invitation:
+    """Add an existing user, found by email, to the caller's project. An address without an account
+    gets an emailed Invitation (its link is ``invite_link_base`` + token) when ``invite_link_base`` is
+    given; otherwise it is refused with ``unknown_user``."""
     _require_role(by, MANAGER_ROLES, "invite members")
     role = _clean_role(role)
     if role == Role.OWNER and by.role != Role.OWNER:
@@ -247,7 +252,12 @@ def membership_invite(*, by: Membership, email: str, role: str = Role.MEMBER) ->
         raise InvalidInput("invalid_email", "Enter a valid email address.", field="email") from None
     user = User.objects.filter(email__iexact=email).first()
     if user is None:
-        raise InvalidInput("unknown_user", "No Switchboard account uses this email address; ask them to sign up first.", field="email")
+        if invite_link_base is None:
+            raise InvalidInput("unknown_user", "No account uses this email address; ask them to sign up first.",
+                               field="email")
+        from accounts.invitations import invitation_create
+
+        return invitation_create(by=by, email=email, role=role, link_base=invite_link_base)
     project = by.project
     if project.memberships.filter(user=user).exists():
         raise Conflict("already_member", f"{email} is already a member of this project.", field="email")
@@ -317,3 +327,21 @@ def api_key_rotate_by(*, by: Membership, api_key: ApiKey, grace: str) -> tuple[A
     if ApiKey.objects.filter(rotated_from=api_key).exists():
         raise Conflict("already_rotated", "This key was already rotated; rotate its replacement instead.")
     return api_key_rotate(api_key=api_key, grace=ROTATION_GRACE[grace], created_by=by.user)
+
+
+# --- Email verification ---------------------------------------------------------------------------
+
+def email_verification_resend(*, request, email: str) -> bool:
+    """Send a new verification email to ``email`` if it is an account's unverified address (False when
+    it is not, or one went out too recently: allauth's per-address rate limit). Callers answer alike
+    either way, so the page does not tell who has an account."""
+    from allauth.account.internal.flows.email_verification import handle_verification_email_rate_limit
+    from allauth.account.models import EmailAddress
+
+    if not isinstance(email, str) or len(email) > 254:
+        return False
+    address = EmailAddress.objects.filter(email__iexact=email.strip(), verified=False).select_related("user").first()
+    if address is None or not handle_verification_email_rate_limit(request, address.email):
+        return False
+    address.send_confirmation(request)  # not allauth's flow helper: its "sent" message would tell who exists
+    return True

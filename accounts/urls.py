@@ -6,6 +6,8 @@ from accounts.billing import views as billing
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/projects/", permanent=False), name="home"),
+    path("accounts/verification/resend/", views.verification_resend, name="verification-resend"),
+    path("invitations/<str:token>/", views.invitation_page, name="invitation-page"),
     path("projects/", views.project_list, name="project-list"),
     path("projects/new/", views.project_new, name="project-new"),
     # Deleted projects are archived: their owners keep their statements (not a slug: "deleted" is reserved).
@@ -14,6 +16,7 @@ urlpatterns = [
          name="deleted-project-statement"),
     path("projects/<slug:slug>/", views.project_detail, name="project-detail"),
     path("projects/<slug:slug>/keys/new/", views.key_new, name="key-new"),
+    path("projects/<slug:slug>/keys/<str:key_pk>/created/", views.key_created, name="key-created"),
     path("projects/<slug:slug>/keys/<str:key_pk>/revoke/", views.key_revoke, name="key-revoke"),
     path("projects/<slug:slug>/keys/<str:key_pk>/rotate/", views.key_rotate, name="key-rotate"),
     path("projects/<slug:slug>/members/", views.member_list, name="member-list"),

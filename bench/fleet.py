@@ -148,7 +148,8 @@ def render(runs: list[dict], args) -> str:
     rows = [
         ("relay, 1 process behind haproxy (events/s)", f"{median('one_process_eps'):,.0f}"),
         ("relay, 2 processes behind haproxy (events/s)", f"{median('two_processes_eps'):,.0f}"),
-        ("ratio 2 : 1 processes (same run)", f"{median('ratio'):.2f}"),
+        ("ratio 2 : 1 processes (same run)",
+         f"{median('ratio'):.2f} (runs: {min(r['ratio'] for r in runs):.2f}-{max(r['ratio'] for r in runs):.2f})"),
         ("failover: SIGKILL to every lost client streaming on the survivor (s)", f"{median('failover_s'):.2f}"),
         ("drain: SIGTERM to every client told (error + 1012) (s)", f"{median('drain_told_s'):.2f}"),
         ("drain: SIGTERM to process exit (s)", f"{median('drain_exit_s'):.2f}"),
@@ -206,6 +207,8 @@ def main(argv=None) -> int:
             result = asyncio.run(one_run(args, Path(tmp) / f"run{number}"))
             print(json.dumps(result), flush=True)
             runs.append(result)
+    results = BASE_DIR / "bench" / "results" / "fleet.json"
+    results.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2) + "\n")
     section = render(runs, args)
     print(section)
     if not args.no_readme:

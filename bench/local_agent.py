@@ -48,7 +48,9 @@ import websockets  # noqa: E402
 from support import readme_section_write  # noqa: E402
 
 from realtime.lib import audio  # noqa: E402
-from realtime.local_agent import speech  # noqa: E402
+from realtime.local_agent.speech.stt import DECODER_OPTIONS, VOCABULARY_WORDS, new_decoder  # noqa: E402
+from realtime.local_agent.speech.tts import text_to_speech  # noqa: E402
+from realtime.local_agent.speech.vad import VAD_FRAME_MS  # noqa: E402
 
 SECRET = "bench-local-agent"
 SENTENCES = ["please tell me the weather in london", "what is the weather today",
@@ -74,9 +76,9 @@ def spoken_corpus() -> dict[str, list[tuple[str, bytes]]]:
     corpus: dict[str, list[tuple[str, bytes]]] = {"wideband": [], "g711": []}
     for voice in ACCURACY_VOICES:
         for text in ACCURACY_SENTENCES:
-            wide = speech.text_to_speech(text, sample_rate=16000, voice=voice)
+            wide = text_to_speech(text, sample_rate=16000, voice=voice)
             corpus["wideband"].append((text, b"\0" * 12800 + wide + b"\0" * 12800))
-            narrow = audio.ulaw_to_pcm16(audio.pcm16_to_ulaw(speech.text_to_speech(text, sample_rate=8000, voice=voice)))
+            narrow = audio.ulaw_to_pcm16(audio.pcm16_to_ulaw(text_to_speech(text, sample_rate=8000, voice=voice)))
             corpus["g711"].append((text, audio.resample(b"\0" * 6400 + narrow + b"\0" * 6400, 8000, 16000)))
     return corpus
 
@@ -101,7 +103,7 @@ def recognition(corpus: dict) -> dict:
     results: dict = {}
     for name, settings in DECODERS.items():
         for band, utterances in corpus.items():
-            decoder = speech.new_decoder(narrowband=band == "g711", **settings)
+            decoder = new_decoder(narrowband=band == "g711", **settings)
             wall, cpu, finish, errors, words = [], [], [], 0, 0
             for text, pcm in utterances:
                 started, started_cpu = time.perf_counter(), time.thread_time()
@@ -130,7 +132,7 @@ def rtf_synthesis(runs: int) -> float:
     for _ in range(runs):
         for text in SENTENCES:
             started = time.perf_counter()
-            pcm = speech.text_to_speech(text, sample_rate=24000)
+            pcm = text_to_speech(text, sample_rate=24000)
             ratios.append((time.perf_counter() - started) / (len(pcm) / 48000))
     return statistics.median(ratios)
 
@@ -194,7 +196,7 @@ async def one_turn(url: str, utterance: bytes, start_delay: float) -> dict:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
     # VAD works in 30 ms frames: the turn ends once that many whole frames of silence have arrived.
-    turn_end_ms = stopped["audio_end_ms"] + silence_ms // speech.VAD_FRAME_MS * speech.VAD_FRAME_MS
+    turn_end_ms = stopped["audio_end_ms"] + silence_ms // VAD_FRAME_MS * VAD_FRAME_MS
     turn_end_sent = sent_at[min(len(sent_at) - 1, max(0, math.ceil(turn_end_ms / 100) - 1))]
     return {"after_stopped": audio_at - stopped["at"], "after_turn_end": audio_at - turn_end_sent}
 
@@ -253,7 +255,7 @@ async def main() -> None:
     tts = rtf_synthesis(args.runs)
     print(f"RTF synthesis {tts:.4f}", flush=True)
 
-    pcm = speech.text_to_speech(SHORT, sample_rate=24000, voice="sage")
+    pcm = text_to_speech(SHORT, sample_rate=24000, voice="sage")
     utterance = b"\0" * 24000 + pcm + b"\0" * 48000  # 0.5 s silence, speech, 1 s silence
     process, port = start_agent()
     url = f"ws://127.0.0.1:{port}/agents/local/v1/realtime"
@@ -289,7 +291,7 @@ async def main() -> None:
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
         "load_before": load, "load_after": load_after,
         "recognition": {f"{name}, {band}": figures for (name, band), figures in stt.items()},
-        "decoder_options": speech.DECODER_OPTIONS, "vocabulary_words": speech.VOCABULARY_WORDS,
+        "decoder_options": DECODER_OPTIONS, "vocabulary_words": VOCABULARY_WORDS,
         "rtf_recognition": stt[("agent", "wideband")]["rtf_wall"], "rtf_synthesis": tts,
         "latency_seconds_by_sessions": {n: row["median_s"] for n, row in rows.items()},
         "turn_end_latency_seconds_by_sessions": {n: row["turn_end_median_s"] for n, row in rows.items()},

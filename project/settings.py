@@ -151,6 +151,7 @@ ACCOUNT_RATE_LIMITS = {
 LOGIN_REDIRECT_URL = "/projects/"
 LOGIN_URL = "/accounts/login/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"  # emails branded with SITE_NAME
 
 # --- Email ----------------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST")
@@ -166,7 +167,8 @@ elif env_str("EMAIL_FILE_PATH"):
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Switchboard <noreply@switchboard.local>")
+SITE_NAME = env_str("SITE_NAME", "Switchboard")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"{SITE_NAME} <noreply@switchboard.local>")
 
 # --- Static files ---------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -207,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Deep links put a link inside each operation's toggle button (a nested control screen readers
+    # cannot reach: axe "nested-interactive"); without them every operation is still one click away.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
+    "PREPROCESSING_HOOKS": ["accounts.api.schema.schema_without_slash_aliases"],
 }
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -235,6 +241,9 @@ LOCAL_AGENT_LLM_URL = env_url("LOCAL_AGENT_LLM_URL", None, schemes=("http", "htt
 LOCAL_AGENT_LLM_MODEL = env_str("LOCAL_AGENT_LLM_MODEL", "gpt-4o-mini")
 LOCAL_AGENT_LLM_API_KEY = env_str("LOCAL_AGENT_LLM_API_KEY", "")
 SPEECH_WORKERS = env_int("SPEECH_WORKERS", 2, minimum=1, maximum=64)
+# With turn detection on, input audio heard before speech starts is kept for at most this long (at
+# least the session's prefix_padding_ms): a silent session's memory stays flat however long it lasts.
+LOCAL_AGENT_PRE_SPEECH_MS = env_int("LOCAL_AGENT_PRE_SPEECH_MS", 1000, minimum=0, maximum=60_000)
 
 # --- Realtime gateway limits (realtime/gateway/limits.py, realtime/gateway/session.py) ---------------------------
 # Browser (Origin-bearing) WebSocket connections must come from one of these origins.
@@ -282,6 +291,8 @@ if BILLING_SPEND_CACHE_SECONDS > 60:
 # a process adopts the files of processes that ended. Must be on durable, process-shared storage.
 BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-spool"))
 # A live session whose budget is spent is warned, then closed after this long.
+# "Test connection" on the agent form: the longest it waits for the provider's session.created.
+AGENT_TEST_TIMEOUT_SECONDS = env_float("AGENT_TEST_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
 # --- Tasks dialect (seed 001: realtime/dialects/tasks/connection.py, realtime/dialects/tasks/) -----------------------

@@ -85,3 +85,21 @@ class ConversationTurn(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class SessionEvent(models.Model):
+    """One entry of a session's timeline (realtime.sessions.timeline): an event as it crossed the
+    gateway, audio elided, long text cut. A run of same-type audio or delta events is one entry with
+    its ``count``. Bounded per session; written in batches off the relay path."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    session_id = models.CharField(max_length=100)
+    at = models.DateTimeField()
+    direction = models.CharField(max_length=10)  # client (to the upstream), upstream (to the client), task, …
+    type = models.CharField(max_length=80)
+    count = models.PositiveIntegerField(default=1)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "session_id", "id"]), models.Index(fields=["at"])]

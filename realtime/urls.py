@@ -1,6 +1,7 @@
 """HTTP routes of the gateway app: JWKS, token minting, agents and deployments (pages and REST),
-and the console token endpoint. REST paths take an optional trailing slash."""
-from django.urls import path, re_path
+and the console token endpoint. REST paths have no trailing slash (project/urls.py aliases the slashed
+form so older clients keep working)."""
+from django.urls import path
 
 from realtime.agents import api, views
 from realtime.dialects.tasks.views import task_image
@@ -10,15 +11,14 @@ urlpatterns = [
     path("v1/images/<uuid:image_uuid>.<str:ext>", task_image, name="task-image"),
     # REST
     path("api/v1/tokens", api.TokenCreateView.as_view(), name="api-tokens"),
-    re_path(r"^api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/agents/?$", api.AgentListView.as_view(), name="api-agents"),
-    re_path(r"^api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/agents/(?P<agent_id>[0-9]+)/?$",
-            api.AgentDetailView.as_view(), name="api-agent"),
-    re_path(r"^api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/deployments/?$",
-            api.DeploymentListView.as_view(), name="api-deployments"),
-    re_path(r"^api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/deployments/(?P<deployment_id>[0-9]+)/?$",
-            api.DeploymentDetailView.as_view(), name="api-deployment"),
+    path("api/v1/projects/<slug:slug>/agents", api.AgentListView.as_view(), name="api-agents"),
+    path("api/v1/projects/<slug:slug>/agents/<int:agent_id>", api.AgentDetailView.as_view(), name="api-agent"),
+    path("api/v1/projects/<slug:slug>/deployments", api.DeploymentListView.as_view(), name="api-deployments"),
+    path("api/v1/projects/<slug:slug>/deployments/<int:deployment_id>", api.DeploymentDetailView.as_view(),
+         name="api-deployment"),
     # Portal
     path("projects/<slug:slug>/console/token", views.console_token, name="console-token"),
+    path("projects/<slug:slug>/console/enable", views.console_enable, name="console-enable"),
     path("projects/<slug:slug>/agents/", views.agent_list, name="agent-list"),
     path("projects/<slug:slug>/agents/new/", views.agent_new, name="agent-new"),
     path("projects/<slug:slug>/agents/<int:agent_id>/", views.agent_edit, name="agent-edit"),

@@ -57,6 +57,19 @@ async def tasks_told(ws) -> tuple[list[dict], int | None]:
     return errors, ws.close_code
 
 
+async def conversation_told(ws) -> tuple[list[dict], int | None]:
+    errors = []
+    try:
+        async with asyncio.timeout(GRACE_SECONDS + 5):
+            async for raw in ws:
+                event = json.loads(raw)
+                if "error" in event:
+                    errors.append(event["error"])
+    except websockets.ConnectionClosed:
+        pass
+    return errors, ws.close_code
+
+
 async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     fleet = cluster_factory(gateways=2, env={"DRAIN_GRACE_SECONDS": str(GRACE_SECONDS)})
     key = fleet.create_key()
@@ -69,10 +82,17 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     tasks_ws = await websockets.connect(f"{draining.ws_url}/v1/", open_timeout=OPEN_TIMEOUT)
     await tasks_ws.send(json.dumps({"newConnection": {"apiKey": key}}))
     assert "newConnectionSessionUUID" in json.loads(await asyncio.wait_for(tasks_ws.recv(), OPEN_TIMEOUT))
+    # And a conversation-dialect client (seed 002).
+    deployment_key = fleet.postgres.sql("select deployment_key from accounts_deployment where name = 'Echo dep'")[0][0]
+    conversation_ws = await websockets.connect(
+        f"{draining.ws_url}/v1/conversation?apiKey={key}&deploymentKey={deployment_key}&channelKey=web-en-US",
+        open_timeout=OPEN_TIMEOUT)
+    assert "conversationId" in json.loads(await asyncio.wait_for(conversation_ws.recv(), OPEN_TIMEOUT))
 
     started = time.monotonic()
     draining.signal(15)
     tasks_outcome = asyncio.create_task(tasks_told(tasks_ws))
+    conversation_outcome = asyncio.create_task(conversation_told(conversation_ws))
     outcomes = await asyncio.gather(*(told(ws) for ws, _ in sessions))
     for errors, close_code in outcomes:
         assert close_code == 1012, outcomes
@@ -81,19 +101,20 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     tasks_errors, tasks_close = await tasks_outcome
     assert tasks_close == 1012 and [error["code"] for error in tasks_errors] == ["server_shutting_down"]
     assert "connectionSessionUUID" in tasks_errors[0]["message"]
+    conversation_errors, conversation_close = await conversation_outcome
+    assert conversation_close == 1012 and [e["code"] for e in conversation_errors] == ["server_shutting_down"]
+    assert "can be resumed elsewhere" in conversation_errors[0]["message"]
     exit_code = await asyncio.to_thread(draining.process.wait, GRACE_SECONDS + 10)
     assert time.monotonic() - started < GRACE_SECONDS + 5
     assert exit_code in (0, -15), exit_code
 
     # Every record closed with the reason; every relayed second of audio in the ledger.
-    records = fleet.postgres.sql("select session_id, ended_at is not null, close_reason from realtime_sessionrecord "
-                                 "where dialect = 'realtime'")
-    assert len(records) == SESSIONS  # this fleet's only realtime sessions so far
-    # The tasks connection is a recorded session too (every dialect's is), ended with the same reason.
-    assert fleet.postgres.sql("select ended_at is not null, close_reason from realtime_sessionrecord "
-                              "where dialect = 'tasks'") == [(True, "server_shutting_down")]
-    session_ids = [session_id for session_id, _, _ in records]
-    assert all(ended and reason == "server_shutting_down" for _, ended, reason in records), records
+    records = fleet.postgres.sql("select session_id, dialect, ended_at is not null, close_reason "
+                                 "from realtime_sessionrecord")
+    # Every dialect's connection is a recorded session (the tasks connection too), ended with the reason.
+    assert sorted(dialect for _, dialect, _, _ in records) == ["conversation"] + ["realtime"] * SESSIONS + ["tasks"]
+    assert all(ended and reason == "server_shutting_down" for _, _, ended, reason in records), records
+    session_ids = [session_id for session_id, dialect, _, _ in records if dialect == "realtime"]
     ledger = fleet.postgres.sql(
         "select session_id, sum(quantity) from accounts_usagerecord where metric = 'audio_in_seconds' "
         "and session_id = any(%s) group by session_id", (session_ids,))

@@ -53,3 +53,33 @@ def test_invalid_fields_name_their_param(update, param):
     with pytest.raises(ConfigError) as raised:
         session_config_update(current=session_config_default(), update=update)
     assert raised.value.param == param
+
+
+# Seed 004's "Session Config" example, as the seed shows it.
+SEED_004_SESSION = {
+    "type": "realtime", "model": "openai/gpt-4o-mini", "instructions": "You are a concise concierge.",
+    "output_modalities": ["audio", "text"],
+    "audio": {
+        "input": {"turn_detection": {"type": "semantic_vad", "eagerness": "medium", "create_response": True,
+                                     "interrupt_response": True}},
+        "output": {"voice": "Clive", "model": "inworld-tts-1.5-mini", "speed": 1.0},
+    },
+    "tools": [{"type": "function", "name": "get_weather", "description": "Fetch weather for a location",
+               "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                              "required": ["location"]}}],
+}
+
+
+def missing_fields(sent, kept, where="session") -> list[str]:
+    """Paths of ``sent`` whose value is not in ``kept`` (objects compared field by field)."""
+    if isinstance(sent, dict):
+        if not isinstance(kept, dict):
+            return [where]
+        return [m for key, value in sent.items() for m in missing_fields(value, kept.get(key, ...), f"{where}.{key}")]
+    return [] if sent == kept else [where]
+
+
+def test_every_field_of_the_seeds_session_update_is_kept():
+    new = session_config_update(current=session_config_default(), update=SEED_004_SESSION)
+    assert missing_fields(SEED_004_SESSION, new) == []
+    assert missing_fields({"audio": {"output": {"model": "x"}}}, session_config_default()) == ["session.audio.output.model"]

@@ -13,7 +13,8 @@ import pytest
 import websockets
 
 from realtime.lib import audio
-from realtime.local_agent import speech
+from realtime.local_agent.speech.stt import speech_to_text
+from realtime.local_agent.speech.tts import text_to_speech
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -66,7 +67,7 @@ async def connect(server, **kwargs) -> AgentClient:
 
 def spoken_pcm(text: str, rate: int, artifacts_dir=None) -> bytes:
     """Speech made by eSpeak NG now, padded with silence like a real microphone, through a WAV file."""
-    pcm = speech.text_to_speech(text, sample_rate=rate, voice=SPOKEN_VOICE)
+    pcm = text_to_speech(text, sample_rate=rate, voice=SPOKEN_VOICE)
     wav = audio.wav_bytes(b"\0" * (rate // 2 * 2) + pcm + b"\0" * (rate * 2 * 2), rate)
     if artifacts_dir is not None:
         (artifacts_dir / "local_agent_utterance.wav").write_bytes(wav)
@@ -120,8 +121,11 @@ async def test_text_turn_yields_text_and_audio(agent):
     types = [e["type"] for e in events]
     assert types[0] == "response.created"
     assert types.index("response.output_audio_transcript.delta") < types.index("response.output_audio.delta")
-    assert types[-4:] == ["response.content_part.done", "response.output_item.done", "conversation.item.done",
-                          "response.done"]
+    assert types[-3:] == ["response.content_part.done", "response.output_item.done", "response.done"]
+    # The reply's item is announced by conversation.item.added but ends with response.output_item.done
+    # only: conversation.item.done is for items the client adds (seed 004's example answers it with
+    # response.create).
+    assert "conversation.item.added" in types and "conversation.item.done" not in types
     deltas = [base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta"]
     assert len(deltas) > 5 and max(len(d) for d in deltas) <= 4800  # each at most 100 ms of 24 kHz PCM16
     pcm = b"".join(deltas)
@@ -150,6 +154,29 @@ async def test_text_turn_yields_text_and_audio(agent):
     await client.ws.close()
 
 
+async def test_text_and_audio_modalities_give_both_output_text_and_audio(agent):
+    # What both of seed 004's examples ask for.
+    client = await connect(agent)
+    await client.send("session.update", session={"output_modalities": ["text", "audio"]})
+    assert (await client.next())["type"] == "session.updated"
+    await client.send("conversation.item.create", item={"type": "message", "role": "user",
+                                                        "content": [{"type": "input_text", "text": "Hello!"}]})
+    await client.send("response.create", response={"output_modalities": ["text", "audio"]})
+    events = await client.until("response.done")
+    parts = [(e["content_index"], e["part"]["type"]) for e in events if e["type"] == "response.content_part.added"]
+    assert parts == [(0, "output_audio"), (1, "output_text")]
+    text_deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert text_deltas and {e["content_index"] for e in text_deltas} == {1}
+    text = next(e for e in events if e["type"] == "response.output_text.done")["text"]
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert text == "".join(e["delta"] for e in text_deltas) and "Hello!" in text
+    assert transcript.split() == text.split()  # the same words, spoken
+    assert rms(audio_of(events)) > 300
+    item = events[-1]["response"]["output"][0]
+    assert [part["type"] for part in item["content"]] == ["output_audio", "output_text"]
+    await client.ws.close()
+
+
 async def test_audio_turn_from_spoken_wav(agent, artifacts_dir):
     client = await connect(agent)
     await stream_audio(client, spoken_pcm(SPOKEN, 24000, artifacts_dir), audio.PCM)
@@ -172,7 +199,7 @@ async def test_audio_turn_from_spoken_wav(agent, artifacts_dir):
     assert len(pcm) % 2 == 0 and 1.0 < len(pcm) / 48000 < 12  # PCM16 24 kHz, a spoken sentence or two
     assert rms(pcm) > 300
     # The reply is speech: pocketsphinx hears a sentence of words in it.
-    heard = speech.speech_to_text(pcm, 24000)
+    heard = speech_to_text(pcm, 24000)
     assert len(heard.split()) >= 4, heard
     usage = events[-1]["response"]["usage"]
     assert usage["input_token_details"]["audio_tokens"] > 0 and usage["input_audio_seconds"] > 2

@@ -31,6 +31,13 @@ async def test_an_unsupported_protocol_is_refused():
     assert event["error"]["code"] == "unsupported_protocol" and closed["code"] == 4400
 
 
+async def test_a_missing_protocol_is_refused_with_its_code():
+    # Seed 004 marks protocol as required.
+    _, _, event, closed = await _refusal("/api/v1/realtime/session?key=s1")
+    assert event["error"]["code"] == "missing_protocol" and closed == {
+        "type": "websocket.close", "code": 4400, "reason": "missing_protocol"}
+
+
 async def test_a_connection_without_credentials_is_refused():
     _, _, event, closed = await _refusal("/v1/realtime")
     assert event["error"] == {"type": "authentication_error", "code": "missing_credentials",

@@ -6,13 +6,14 @@ import time
 import pytest
 
 from realtime.lib import audio
-from realtime.local_agent import speech
+from realtime.local_agent.speech.listener import Listener
+from realtime.local_agent.speech.workers import recognition_workers
 
 pytestmark = pytest.mark.unit
 
 
 async def test_end_of_turn_jobs_overtake_queued_chunks_of_other_sessions():
-    worker = speech.recognition_workers()[0]
+    worker = recognition_workers()[0]
     finished: list[str] = []
 
     def record(name):
@@ -29,7 +30,7 @@ async def test_end_of_turn_jobs_overtake_queued_chunks_of_other_sessions():
 
 
 async def test_a_job_whose_caller_gave_up_is_skipped_and_failures_reach_the_caller():
-    worker = speech.recognition_workers()[0]
+    worker = recognition_workers()[0]
     busy = worker.submit(time.sleep, 0.3)
     abandoned = worker.submit(time.sleep, 5)
     assert abandoned.cancel()  # still waiting: the worker never runs it
@@ -42,11 +43,11 @@ async def test_a_job_whose_caller_gave_up_is_skipped_and_failures_reach_the_call
 
 
 def test_new_listeners_go_to_the_worker_that_sessions_left():
-    workers = speech.recognition_workers()
+    workers = recognition_workers()
     if len(workers) < 2:
         pytest.skip("needs SPEECH_WORKERS >= 2")
     before = [worker.listeners for worker in workers]
-    opened = [speech.Listener(fmt=audio.PCM, turn_detection=None) for _ in range(2 * len(workers))]
+    opened = [Listener(fmt=audio.PCM, turn_detection=None) for _ in range(2 * len(workers))]
     try:
         added = [worker.listeners - count for worker, count in zip(workers, before)]
         assert max(added) - min(added) <= 1
@@ -55,7 +56,7 @@ def test_new_listeners_go_to_the_worker_that_sessions_left():
         for listener in leaving:
             listener.close()
             opened.remove(listener)
-        opened += [speech.Listener(fmt=audio.PCM, turn_detection=None) for _ in leaving]
+        opened += [Listener(fmt=audio.PCM, turn_detection=None) for _ in leaving]
         assert [worker.listeners - count for worker, count in zip(workers, before)] == added
     finally:
         for listener in opened:

@@ -176,15 +176,34 @@ def test_members_get_a_console_token(request, project, who):
     assert token_verify(token=again.json()["token"]).key_pk == str(console_key.pk)
 
 
-def test_revoking_the_console_key_kills_its_tokens_and_the_next_use_makes_a_fresh_key(project, owner):
+def test_revoking_the_console_key_turns_the_console_off_until_re_enabled(project, owner, member):
     client = _signed_in(owner)
     csrf = _csrf_token(client, project)
     first = _console_token(client, project, {"environment": "development"}, csrf).json()["token"]
     console_key = ApiKey.objects.get(pk=token_verify(token=first).key_pk)
+    assert console_key.last_used_at is not None  # each console use is recorded
     api_key_revoke(api_key=console_key)
     with pytest.raises(TokenRejected) as caught:
         token_verify(token=first)
     assert caught.value.reason == "token_key_revoked"
+
+    # The revocation holds: the next Connect is refused, saying why, and no new key appears.
+    refused = _console_token(client, project, {"environment": "development"}, csrf)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "console_key_revoked"
+    assert "re-enable" in refused.json()["error"]["message"]
+    assert ApiKey.objects.filter(project=project, name="Console").count() == 1
+    # Other environments are not affected.
+    assert _console_token(client, project, {"environment": "staging"}, csrf).status_code == 200
+
+    # A member cannot turn it back on; an owner can, explicitly.
+    member_client = _signed_in(member)
+    member_csrf = _csrf_token(member_client, project)
+    member_client.post(f"/projects/{project.slug}/console/enable",
+                       {"environment": "development", "csrfmiddlewaretoken": member_csrf})
+    assert _console_token(client, project, {"environment": "development"}, csrf).status_code == 409
+    enabled = client.post(f"/projects/{project.slug}/console/enable",
+                          {"environment": "development", "csrfmiddlewaretoken": csrf})
+    assert enabled.status_code == 302
     second = _console_token(client, project, {"environment": "development"}, csrf).json()["token"]
     assert token_verify(token=second).key_pk != str(console_key.pk)
 

@@ -15,3 +15,9 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "description": "An API key (sb_<env>_...) as `Authorization: Bearer <key>`, or as HTTP Basic "
                            "with the key as the user name (`Basic base64(<key>:)`) or alone (`Basic base64(<key>)`).",
         }
+
+
+def schema_without_slash_aliases(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook: one path per endpoint, the canonical one without a trailing
+    slash (project/urls.py adds slashed aliases for older clients)."""
+    return [endpoint for endpoint in endpoints if not (endpoint[0].startswith("/api/v1/") and endpoint[0].endswith("/"))]

@@ -58,8 +58,13 @@ def budget_state_load(*, project_id: int) -> BudgetState:
     limits = dict(Budget.objects.filter(project_id=project_id).values_list("key_id", "monthly_limit_micros"))
     project_limit = limits.pop("", None)
     spent = _month_spend(project_id=project_id, month=month) if (limits or project_limit is not None) else {}
-    return BudgetState(month=month, project_limit=project_limit, key_limits=limits,
-                       project_spent=sum(spent.values()), key_spent=spent, checked_at=time.monotonic())
+    state = BudgetState(month=month, project_limit=project_limit, key_limits=limits,
+                        project_spent=sum(spent.values()), key_spent=spent, checked_at=time.monotonic())
+    if limits or project_limit is not None:
+        from accounts.billing.alerts import budget_alerts_send  # 50/80/100% emails, once a month each
+
+        budget_alerts_send(project_id=project_id, state=state)
+    return state
 
 
 class _BudgetCache:

@@ -68,7 +68,9 @@ def stacked_bars_svg(*, days: list[dt.date], series: list[Series], value_text: C
         'preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">'
         '<title id="chart-title">{}</title><desc id="chart-desc">{}</desc>', WIDTH, HEIGHT, title, description)]
     tick = 0
-    while tick <= y_max:
+    # An empty chart has one honest tick, 0: a "1 micro-unit" top tick would read as real spend.
+    last_tick = y_max if top > 0 else 0
+    while tick <= last_tick:
         ty = y(tick)
         parts.append(format_html(
             '<line class="grid" x1="{}" x2="{}" y1="{}" y2="{}"/>'

@@ -20,15 +20,27 @@ def _json_field_clean(value: str, *, empty, kind: type, label: str):
 
 
 class AgentForm(forms.Form):
-    name = forms.CharField(max_length=100)
-    provider = forms.ChoiceField(choices=Provider.choices, initial=Provider.LOCAL)
+    name = forms.CharField(max_length=100, help_text="How this agent is listed on the Agents and Deployments tabs.")
+    provider = forms.ChoiceField(
+        choices=Provider.choices, initial=Provider.LOCAL,
+        help_text="Where sessions go: the built-in local agent, OpenAI, Inworld, or any compatible WebSocket URL.",
+    )
     url = forms.CharField(
         label="URL", max_length=500, required=False,
         help_text="WebSocket URL. Blank uses the provider's default; the local agent needs none.",
     )
-    model = forms.CharField(max_length=100, required=False)
-    voice = forms.CharField(max_length=100, required=False)
-    instructions = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4}))
+    model = forms.CharField(
+        max_length=100, required=False, widget=forms.TextInput(attrs={"list": "models-local", "autocomplete": "off"}),
+        help_text="Pick one of the provider's models from the list, or type another.",
+    )
+    voice = forms.CharField(
+        max_length=100, required=False, widget=forms.TextInput(attrs={"list": "voices-local", "autocomplete": "off"}),
+        help_text="The voice replies are spoken in. Blank: the provider's default.",
+    )
+    instructions = forms.CharField(
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="The system prompt, sent in the session.update that opens every session.",
+    )
     tools = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
         help_text='JSON list of {"type": "function", "name", "description", "parameters": {JSON schema}}.',
@@ -43,7 +55,22 @@ class AgentForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only: stored encrypted and never shown again. Leave blank to keep the current one.",
     )
-    clear_credential = forms.BooleanField(label="Remove the stored credential", required=False)
+    clear_credential = forms.BooleanField(
+        label="Remove the stored credential", required=False,
+        help_text="Tick and save to forget the stored credential.",
+    )
+    default_in = forms.ChoiceField(
+        label="Make it the default of", required=False,
+        choices=[("", "No environment (leave the defaults as they are)"), *EnvironmentKind.choices],
+        help_text="On saving, keys of this environment reach this agent when they name no deployment.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        provider = self.data.get("provider") or self.initial.get("provider") or Provider.LOCAL
+        if provider in Provider.values:  # the lists to pick from follow the chosen provider
+            self.fields["model"].widget.attrs["list"] = f"models-{provider}"
+            self.fields["voice"].widget.attrs["list"] = f"voices-{provider}"
 
     def clean_tools(self):
         return _json_field_clean(self.cleaned_data["tools"], empty=[], kind=list, label="list")
@@ -53,7 +80,8 @@ class AgentForm(forms.Form):
 
     def service_data(self) -> dict:
         """The cleaned fields as agent_create/agent_update take them."""
-        data = {key: value for key, value in self.cleaned_data.items() if key not in ("credential", "clear_credential")}
+        data = {key: value for key, value in self.cleaned_data.items()
+                if key not in ("credential", "clear_credential", "default_in")}
         if self.cleaned_data.get("clear_credential"):
             data["credential"] = ""
         elif self.cleaned_data.get("credential"):

@@ -19,7 +19,9 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from accounts.models import Agent, ApiKey, Deployment, Environment, Project, Provider
+from accounts.exceptions import NotAllowed
+from accounts.models import Agent, ApiKey, Deployment, Environment, Membership, Project, Provider
+from accounts.selectors import CONSOLE_KEY_NAME, MANAGER_ROLES
 from accounts.services import api_key_create
 from realtime.agents.selectors import signing_key_signer
 from realtime.lib.crypto import secret_encrypt
@@ -205,6 +207,28 @@ def agent_create(*, project: Project, data: dict) -> Agent:
     return _agent_save(agent)
 
 
+def agent_build(*, project: Project, data: dict, existing: Agent | None = None) -> Agent:
+    """A validated, unsaved agent from form data (for "Test connection"): ``existing``'s fields fill
+    what ``data`` lacks."""
+    current = {field: getattr(existing, field) for field in AGENT_FIELDS - {"credential"}} if existing else {}
+    clean = _agent_clean({**current, **data})
+    return Agent(project=project, **clean)
+
+
+@transaction.atomic
+def agent_make_default(*, agent: Agent, environment: Environment) -> Deployment:
+    """Make ``agent`` what ``environment``'s keys reach by default: its existing deployment there
+    becomes the default, or a new one is made for it."""
+    deployment = Deployment.objects.filter(environment=environment, agent=agent).order_by("pk").first()
+    if deployment is None:
+        name, n = f"{agent.name} ({environment.kind})", 2
+        while Deployment.objects.filter(project_id=agent.project_id, name=name).exists():
+            name, n = f"{agent.name} ({environment.kind}) {n}", n + 1
+        deployment = Deployment.objects.create(project_id=agent.project_id, environment=environment, agent=agent,
+                                               name=name[:100])
+    return deployment_set_default(deployment=deployment)
+
+
 def agent_update(*, agent: Agent, data: dict) -> Agent:
     """Fields absent from ``data`` keep their values. ``credential``: absent or None keeps the stored
     one, "" clears it, anything else replaces it."""
@@ -309,26 +333,59 @@ def deployment_delete(*, deployment: Deployment) -> None:
 
 # --- The portal console's key ---------------------------------------------------------------------
 
-CONSOLE_KEY_NAME = "Console"
+class ConsoleKeyRevoked(Exception):
+    """The environment's console key was revoked: the console stays off until someone re-enables it."""
+
+    def __init__(self, api_key: ApiKey):
+        self.api_key = api_key
+        when = api_key.revoked_at.strftime("%Y-%m-%d %H:%M UTC") if api_key.revoked_at else "earlier"
+        super().__init__(
+            f"The console's managed key for {api_key.environment.kind} was revoked ({when}), so the console "
+            "is off for this environment. An owner or admin can re-enable it on the Keys page or here."
+        )
+
+
+def _console_key_latest(environment: Environment) -> ApiKey | None:
+    return (
+        ApiKey.objects.select_related("environment")
+        .filter(environment=environment, name=CONSOLE_KEY_NAME, created_by__isnull=True, rotated_from__isnull=True)
+        .order_by("-created_at")
+        .first()
+    )
 
 
 @transaction.atomic
 def console_key_get_or_create(*, environment: Environment) -> ApiKey:
-    """The per-environment internal key the portal console mints tokens against (a token's ``sub``
+    """The per-environment managed key the portal console mints tokens against (a token's ``sub``
     must be a key). Made on first use; its secret is thrown away at once, so it can only mint through
-    the portal. Revoking it ends console sessions; the next console use makes a fresh one."""
+    the portal. Each use is recorded (``last_used_at``). Revoking it turns the console off for the
+    environment (ConsoleKeyRevoked) until ``console_key_enable`` makes a new one: a revocation is a
+    decision, and the next Connect must not quietly undo it."""
     # Lock the environment row so two first uses at once make one key.
     Environment.objects.select_for_update().filter(pk=environment.pk).first()
-    existing = (
-        ApiKey.objects.filter(
-            environment=environment, name=CONSOLE_KEY_NAME, created_by__isnull=True, revoked_at__isnull=True,
-            expires_at__isnull=True, rotation_grace_ends_at__isnull=True,
+    latest = _console_key_latest(environment)
+    if latest is not None and latest.revoked_at is not None:
+        raise ConsoleKeyRevoked(latest)
+    if latest is None or latest.expires_at is not None or latest.rotation_grace_ends_at is not None:
+        latest, _secret = api_key_create(
+            project=environment.project, environment=environment, name=CONSOLE_KEY_NAME, created_by=None
         )
-        .order_by("-created_at")
-        .first()
-    )
-    if existing is not None:
-        return existing
+    now = timezone.now()
+    ApiKey.objects.filter(pk=latest.pk).update(last_used_at=now)
+    latest.last_used_at = now
+    return latest
+
+
+@transaction.atomic
+def console_key_enable(*, by: Membership, environment: Environment) -> ApiKey:
+    """Turn the console back on after its key was revoked: a new managed key. Owners and admins only,
+    as for any key."""
+    if by.role not in MANAGER_ROLES or environment.project_id != by.project_id:
+        raise NotAllowed("forbidden", f"Your role ({by.role}) does not allow you to re-enable the console.")
+    Environment.objects.select_for_update().filter(pk=environment.pk).first()
+    latest = _console_key_latest(environment)
+    if latest is not None and latest.revoked_at is None:
+        return latest
     api_key, _secret = api_key_create(
         project=environment.project, environment=environment, name=CONSOLE_KEY_NAME, created_by=None
     )

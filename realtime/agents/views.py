@@ -8,18 +8,26 @@ from __future__ import annotations
 import base64
 import json
 
+from asgiref.sync import async_to_sync
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.models import Agent, Deployment, EnvironmentKind
+from accounts.exceptions import NotAllowed
+from accounts.models import Agent, Deployment, EnvironmentKind, Provider
 from accounts.selectors import MANAGER_ROLES, membership_get_for_user
 from realtime.agents import selectors, services
+from realtime.agents.connection_test import ConnectionTestResult, agent_connection_test
 from realtime.agents.forms import AgentForm, DeploymentForm
+from realtime.agents.providers import provider_presets
 from realtime.gateway.tokens import TokenRejected, token_mint
 
 # --- JWKS -----------------------------------------------------------------------------------------
@@ -71,7 +79,10 @@ def console_token(request, slug):
     if deployment_key is not None and not isinstance(deployment_key, str):
         return _json_error("invalid", "deployment must be a deployment key.", 400)
     environment = selectors.environment_get(project=membership.project, kind=kind)
-    console_key = services.console_key_get_or_create(environment=environment)
+    try:
+        console_key = services.console_key_get_or_create(environment=environment)
+    except services.ConsoleKeyRevoked as exc:
+        return _json_error("console_key_revoked", str(exc), 409)
     try:
         token, expires_at = token_mint(api_key_pk=str(console_key.pk), deployment_key=deployment_key)
     except Deployment.DoesNotExist:
@@ -85,6 +96,26 @@ def console_token(request, slug):
     response = JsonResponse({"token": token, "expires_at": expires_at.isoformat(), "ws_url": ws_url})
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_POST
+def console_enable(request, slug):
+    """Re-enable the console for one environment after its managed key was revoked (owners, admins)."""
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    kind = request.POST.get("environment", "")
+    back = request.POST.get("next") == "console"
+    if kind not in EnvironmentKind.values:
+        messages.error(request, "Choose an environment to re-enable the console for.")
+    else:
+        environment = selectors.environment_get(project=membership.project, kind=kind)
+        try:
+            services.console_key_enable(by=membership, environment=environment)
+        except NotAllowed as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"The console is enabled again for {kind}: a new managed key was made.")
+    return redirect("console" if back else "project-detail", slug=slug)
 
 
 # --- Agents pages ---------------------------------------------------------------------------------
@@ -114,6 +145,72 @@ def agent_list(request, slug):
     return render(request, "realtime/agents.html", _context(membership, "agents", agents=agents))
 
 
+def _agent_form_context(context: dict, form, test_result=None) -> dict:
+    return {**context, "form": form, "presets": provider_presets(), "test_result": test_result}
+
+
+def _agent_connection_test(request, membership, form, agent: Agent | None):
+    """Run "Test connection" on the form as typed (blank credential: the stored one). JSON for the page's
+    script, else the form again with the result; nothing is saved."""
+    data = {**form.service_data()}
+    data["name"] = data.get("name") or "connection test"
+    credential = data.pop("credential", None)
+    try:
+        candidate = services.agent_build(project=membership.project, data=data, existing=agent)
+    except ValidationError as error:
+        _apply_errors(form, error)
+        result = ConnectionTestResult(False, "invalid", "Fix the fields marked above, then test again.")
+    else:
+        if credential is None and agent is not None:
+            credential = selectors.agent_credential(agent=agent)
+        server = (request.META.get("SERVER_NAME"), request.META.get("SERVER_PORT"))
+        result = async_to_sync(agent_connection_test)(
+            agent=candidate, credential=credential or "", timeout=settings.AGENT_TEST_TIMEOUT_SECONDS, server=server)
+    if "application/json" in request.headers.get("Accept", ""):
+        body = result.as_json()
+        if form.errors:
+            body["errors"] = {field: [str(e) for e in errors] for field, errors in form.errors.items()}
+        return JsonResponse(body, status=200 if not form.errors else 400)
+    return result
+
+
+def _agent_form_post(request, membership, context: dict, agent: Agent | None):
+    form = AgentForm(request.POST, initial=AgentForm.initial_for(agent) if agent else None)
+    if not form.is_valid() and request.POST.get("action") != "test":
+        return render(request, "realtime/agents_form.html", _agent_form_context(context, form), status=400)
+    if request.POST.get("action") == "test":
+        if not form.is_valid() and set(form.errors) - {"name"}:
+            result = ConnectionTestResult(False, "invalid", "Fix the fields marked above, then test again.")
+            if "application/json" in request.headers.get("Accept", ""):
+                errors = {field: [str(e) for e in errs] for field, errs in form.errors.items() if field != "name"}
+                return JsonResponse({**result.as_json(), "errors": errors}, status=400)
+        else:
+            form.errors.pop("name", None)
+            outcome = _agent_connection_test(request, membership, form, agent)
+            if isinstance(outcome, JsonResponse):
+                return outcome
+            result = outcome
+        return render(request, "realtime/agents_form.html", _agent_form_context(context, form, result))
+    try:
+        with transaction.atomic():
+            if agent is None:
+                agent = services.agent_create(project=membership.project, data=form.service_data())
+                verb = "created"
+            else:
+                services.agent_update(agent=agent, data=form.service_data())
+                verb = "saved"
+            default_in = form.cleaned_data.get("default_in")
+            if default_in:
+                environment = selectors.environment_get(project=membership.project, kind=default_in)
+                services.agent_make_default(agent=agent, environment=environment)
+    except ValidationError as error:
+        _apply_errors(form, error)
+        return render(request, "realtime/agents_form.html", _agent_form_context(context, form), status=400)
+    suffix = f" It is now the {default_in} default." if default_in else ""
+    messages.success(request, f"Agent “{agent.name}” {verb}.{suffix}")
+    return redirect("agent-list", slug=membership.project.slug)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def agent_new(request, slug):
@@ -121,16 +218,10 @@ def agent_new(request, slug):
     context = _context(membership, "agents", agent=None)
     if not context["can_manage"]:
         return render(request, "realtime/agents_form.html", context, status=403)
-    form = AgentForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            agent = services.agent_create(project=membership.project, data=form.service_data())
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            messages.success(request, f"Agent “{agent.name}” created.")
-            return redirect("agent-list", slug=slug)
-    return render(request, "realtime/agents_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+    if request.method == "POST":
+        return _agent_form_post(request, membership, context, None)
+    initial = {"provider": request.GET["provider"]} if request.GET.get("provider") in Provider.values else None
+    return render(request, "realtime/agents_form.html", _agent_form_context(context, AgentForm(initial=initial)))
 
 
 @login_required
@@ -139,25 +230,27 @@ def agent_edit(request, slug, agent_id):
     membership = membership_get_for_user(user=request.user, slug=slug)
     agent = _agent_or_404(membership, agent_id)
     context = _context(membership, "agents", agent=agent, credential_set=bool(agent.credential_encrypted))
-    if request.method == "POST" and not context["can_manage"]:
-        return render(request, "realtime/agents_form.html", context, status=403)
-    form = AgentForm(request.POST or None, initial=AgentForm.initial_for(agent))
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.agent_update(agent=agent, data=form.service_data())
-        except ValidationError as error:
-            _apply_errors(form, error)
-        else:
-            messages.success(request, f"Agent “{agent.name}” saved.")
-            return redirect("agent-list", slug=slug)
-    return render(request, "realtime/agents_form.html", {**context, "form": form}, status=400 if form.errors else 200)
+    if request.method == "POST":
+        if not context["can_manage"]:
+            return render(request, "realtime/agents_form.html", context, status=403)
+        return _agent_form_post(request, membership, context, agent)
+    return render(request, "realtime/agents_form.html",
+                  _agent_form_context(context, AgentForm(initial=AgentForm.initial_for(agent))))
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def agent_delete(request, slug, agent_id):
+    """GET asks for confirmation, naming the agent; POST deletes."""
     membership = membership_get_for_user(user=request.user, slug=slug)
     agent = _agent_or_404(membership, agent_id)
+    if request.method == "GET":
+        used = agent.deployments.count()
+        return render(request, "realtime/confirm_delete.html", _context(
+            membership, "agents", what="agent", name=agent.name, cancel_url=reverse("agent-list", args=[slug]),
+            consequence=(f"It is used by {used} deployment{pluralize(used)}: those must move to another agent first."
+                         if used else "Its configuration and stored credential are removed. This cannot be undone."),
+        ))
     if membership.role not in MANAGER_ROLES:
         messages.error(request, "Only owners and admins can delete agents.")
         return redirect("agent-list", slug=slug)
@@ -259,10 +352,18 @@ def deployment_default(request, slug, deployment_id):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def deployment_delete(request, slug, deployment_id):
+    """GET asks for confirmation, naming the deployment; POST deletes."""
     membership = membership_get_for_user(user=request.user, slug=slug)
     deployment = _deployment_or_404(membership, deployment_id)
+    if request.method == "GET":
+        return render(request, "realtime/confirm_delete.html", _context(
+            membership, "deployments", what="deployment", name=deployment.name,
+            cancel_url=reverse("deployment-list", args=[slug]),
+            consequence=(f"Connections that name its deployment key {deployment.deployment_key} are refused "
+                         f"from now on ({deployment.environment.kind}). This cannot be undone."),
+        ))
     if membership.role not in MANAGER_ROLES:
         messages.error(request, "Only owners and admins can delete deployments.")
         return redirect("deployment-list", slug=slug)

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.billing.money import money_format
 from accounts.models import EnvironmentKind
-from accounts.selectors import membership_get_for_user
+from accounts.selectors import MANAGER_ROLES, membership_get_for_user
 from realtime.agents import selectors
 from realtime.sessions.usage import session_usage_get
 
@@ -48,6 +48,7 @@ def console_page(request, slug):
     return render(request, "realtime/console.html", {
         "membership": membership, "project": project, "nav": "console", "config": config,
         "environments": EnvironmentKind.choices, "voices": VOICES, "zero_cost": money_format(0),
+        "can_manage": membership.role in MANAGER_ROLES,
     })
 
 

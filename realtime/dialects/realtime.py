@@ -114,7 +114,10 @@ class RealtimeConnection:
                     raise SessionRefused(_bad_request(
                         "invalid_session_key", "The key query parameter (1-100 of A-Z a-z 0-9 _ . : -) is required.",
                         close=True))
-                if query.get("protocol", "realtime") != "realtime":
+                if "protocol" not in query:  # required by seed 004
+                    raise SessionRefused(_bad_request(
+                        "missing_protocol", "The protocol query parameter is required: protocol=realtime.", close=True))
+                if query["protocol"] != "realtime":
                     raise SessionRefused(_bad_request(
                         "unsupported_protocol", "Only protocol=realtime is supported.", close=True))
                 resume = query.get("resume", "0") in ("1", "true")

@@ -30,6 +30,7 @@ from realtime.gateway.auth import AuthFailed, ConnectionAuth
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
+from realtime.sessions.timeline import timeline_note
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,8 @@ async def message(sid, data):
         await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
                                        "(the bus between gateway processes is unavailable); it was not billed."),
                        to=sid)
+    timeline_note(project_id=connection.auth.project_id, session_id=connection.meter.session_id, direction="client",
+                  event={"type": "message", "data": data})
 
 
 async def _release(connection: RoomConnection) -> None:
@@ -214,6 +217,7 @@ async def _drain() -> None:
             connection.close_reason = availability.SERVER_SHUTTING_DOWN.code
         await sio.emit("error", error, to=sid)
         await sio.disconnect(sid)
+    await asyncio.gather(*list(_background), return_exceptions=True)  # their usage and records, flushed before exit
 
 
 drain.drain_hook("rooms", _drain)

@@ -36,6 +36,15 @@ SESSION_ENDED = GatewayError(
     availability.CLOSE_SERVICE_RESTART, "server_error",
 )
 
+# A conversation's history is in the database: reconnecting with its conversationId continues it anywhere.
+CONVERSATION_ENDED = GatewayError(
+    "server_shutting_down",
+    "This gateway process is shutting down. The conversation can be resumed elsewhere: reconnect with its "
+    "conversationId (another process will serve it).",
+    availability.CLOSE_SERVICE_RESTART, "server_error",
+)
+ENDED_BY_DIALECT = {"conversation": CONVERSATION_ENDED}
+
 Hook = Callable[[], Awaitable[None]]
 _hooks: list[tuple[str, Hook]] = []
 _state: dict = {"installed": False, "task": None, "previous": {}}
@@ -51,7 +60,8 @@ async def _close_sessions() -> None:
 
     sessions = sessions_live()
     if sessions:
-        await asyncio.gather(*(session.close(reason="server_shutting_down", error=SESSION_ENDED)
+        await asyncio.gather(*(session.close(reason="server_shutting_down",
+                                             error=ENDED_BY_DIALECT.get(session.dialect, SESSION_ENDED))
                                for session in sessions), return_exceptions=True)
 
 

@@ -44,6 +44,7 @@ from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
 from realtime.gateway.metering import SessionMeter
 from realtime.gateway.outbox import ClientTooSlow
+from realtime.sessions.timeline import timeline_tap
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class GatewaySession:
                     target=target, max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES
                 )
                 metrics.upstream_connect.observe(time.monotonic() - connect_started)
+                # The session inspector's timeline: notes each event both ways, writes in batches elsewhere.
+                self._upstream = timeline_tap(self._upstream, project_id=self.auth.project_id, session_id=self.session_id)
             except upstream.UpstreamFailed as exc:
                 raise SessionRefused(exc.error) from None
         except SessionRefused as exc:

@@ -32,13 +32,13 @@ class BrainError(RuntimeError):
 
 
 def item_text(item: dict) -> str:
-    """The words of a message item: its text parts and audio transcripts."""
-    parts = []
-    for part in item.get("content") or []:
-        text = part.get("text") if part.get("type") in ("input_text", "text", "output_text") else part.get("transcript")
-        if text:
-            parts.append(text)
-    return " ".join(parts).strip()
+    """The words of a message item: its text parts, else its audio transcripts (a reply in both
+    modalities carries the same words twice)."""
+    content = item.get("content") or []
+    texts = [p.get("text") for p in content if p.get("type") in ("input_text", "text", "output_text")]
+    if not any(texts):
+        texts = [p.get("transcript") for p in content]
+    return " ".join(text for text in texts if text).strip()
 
 
 async def brain_reply(*, items: list[dict], instructions: str, tools: list[dict], tool_choice) -> AsyncIterator:

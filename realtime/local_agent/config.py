@@ -166,7 +166,8 @@ def _beta_aliases(update: dict) -> dict:
 
 def session_config_update(*, current: dict, update: object) -> dict:
     """The new session config after a partial update, or ConfigError. ``current`` is not modified."""
-    _expect(isinstance(update, dict), "session must be an object.", "session")
+    if not isinstance(update, dict):
+        raise ConfigError("session must be an object.", param="session")
     update = _beta_aliases(update)
     _unknown(update, {"type", "object", "id", "model", "output_modalities", "instructions", "tools", "tool_choice",
                       "max_output_tokens", "tracing", "prompt", "truncation", "include", "expires_at", "audio"}, "session")
@@ -174,14 +175,14 @@ def session_config_update(*, current: dict, update: object) -> dict:
     if "type" in update:
         _expect(update["type"] == "realtime", "Only realtime sessions are supported.", "session.type")
     if "model" in update:
-        _expect(isinstance(update["model"], str) and update["model"], "model must be a string.", "session.model")
+        _expect(isinstance(update["model"], str) and bool(update["model"]), "model must be a string.", "session.model")
         new["model"] = update["model"]
     if "instructions" in update:
         _expect(isinstance(update["instructions"], str), "instructions must be a string.", "session.instructions")
         new["instructions"] = update["instructions"]
     if "output_modalities" in update:
         mods = update["output_modalities"]
-        _expect(isinstance(mods, list) and mods and set(mods) <= {"audio", "text"},
+        _expect(isinstance(mods, list) and bool(mods) and set(mods) <= {"audio", "text"},
                 "output_modalities must be a non-empty list of 'audio' and/or 'text'.", "session.output_modalities")
         new["output_modalities"] = list(dict.fromkeys(mods))
     if "tools" in update:
@@ -229,10 +230,16 @@ def _apply_audio(target: dict, update) -> None:
         if "format" in value:
             target["output"]["format"] = _format(value["format"], "session.audio.output.format")
         if "voice" in value:
-            # Any voice name is accepted (other providers' names too); speech.voice_variant maps it.
+            # Any voice name is accepted (other providers' names too); speech/tts.py's voice_variant maps it.
             _expect(isinstance(value["voice"], str) and 0 < len(value["voice"]) <= 64,
                     "voice must be a non-empty string of at most 64 characters.", "session.audio.output.voice")
             target["output"]["voice"] = value["voice"]
+        if "model" in value:
+            # The speech model (seed 004 shows e.g. inworld-tts-1.5-mini): kept and reported back; the
+            # local agent itself always speaks with eSpeak NG.
+            _expect(isinstance(value["model"], str) and 0 < len(value["model"]) <= 128,
+                    "model must be a non-empty string of at most 128 characters.", "session.audio.output.model")
+            target["output"]["model"] = value["model"]
         if "speed" in value:
             speed = value["speed"]
             _expect(isinstance(speed, (int, float)) and not isinstance(speed, bool) and 0.25 <= speed <= 1.5,

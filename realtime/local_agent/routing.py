@@ -2,8 +2,8 @@
 so ``websocket_base_url=ws://host/agents/local/v1`` reaches this same path."""
 from django.urls import path
 
-from realtime.local_agent.consumer import LocalAgentConsumer
+from realtime.local_agent.app import local_agent_application
 
 websocket_urlpatterns = [
-    path("agents/local/v1/realtime", LocalAgentConsumer.as_asgi()),
+    path("agents/local/v1/realtime", local_agent_application),
 ]

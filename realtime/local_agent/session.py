@@ -1,10 +1,10 @@
 """One local-agent session: the realtime protocol state machine.
 
-Client events arrive through ``handle_text`` (in order, from the consumer). Every server event goes
-through ``emit``, which serialises it at once onto one outbox drained by one writer task, so events
-leave in the order they were produced. Audio-side client events (append/commit/clear) are processed
-in order by one input task (VAD and recognition in the speech pool); a response is one task at a
-time. All tasks are named, tracked, and cancelled and awaited by ``close``.
+Client events arrive through ``handle_text`` (in order, from the WebSocket endpoint in app.py). Every
+server event goes through ``emit``, which serialises it at once onto one outbox drained by one
+writer task, so events leave in the order they were produced. Audio-side client events
+(append/commit/clear) are processed in order by one input task (VAD and recognition in a recognition
+worker); a response is one task at a time. All tasks are named, tracked, and cancelled and awaited by ``close``.
 """
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from realtime.lib import audio
-from realtime.local_agent import brain, speech
+from realtime.local_agent import brain
 from realtime.local_agent.config import ConfigError, new_id, session_config_default, session_config_update, silence_ms
+from realtime.local_agent.speech import workers
+from realtime.local_agent.speech.listener import Listener, transcribe_input
+from realtime.local_agent.speech.tts import synthesize_stream
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,7 @@ class Session:
         self._buffer = bytearray()  # input audio since the last commit, in the input format
         self._buffered = 0  # bytes accepted into the input queue and not yet committed or cleared
         self._stream_ms = 0.0  # all input audio of the session, for audio_start_ms / audio_end_ms
-        self._listener: speech.Listener | None = None
+        self._listener: Listener | None = None
         self._listener_offset_ms = 0.0  # stream position where the current listener started
         self._speech_item_id: str | None = None
         self._closed = False
@@ -88,7 +93,7 @@ class Session:
     async def start(self) -> None:
         self._spawn(self._writer(), "writer")
         self._spawn(self._input_loop(), "input")
-        self._spawn(speech.warm_up(), "warm-up")
+        self._spawn(workers.warm_up(), "warm-up")
         self.emit("session.created", session=self.config)
 
     async def close(self) -> None:
@@ -141,8 +146,11 @@ class Session:
             return
         try:
             event = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             self.error("invalid_json", f"The event is not valid JSON: {exc.msg} at position {exc.pos}.")
+            return
+        except RecursionError:
+            self.error("invalid_json", "The event is nested too deeply.")
             return
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             self.error("invalid_event", "An event must be a JSON object with a string 'type'.", param="type")
@@ -194,13 +202,18 @@ class Session:
     async def _on_clear(self, event: dict) -> None:
         self._input.put_nowait(("clear", event.get("event_id")))
 
-    def _listen(self, fmt: str) -> speech.Listener:
+    @property
+    def listener(self) -> Listener:
+        assert self._listener is not None, "the input loop has not started"
+        return self._listener
+
+    def _listen(self, fmt: str) -> Listener:
         """A fresh listener (turn detection and recognition state) from the current stream position."""
         if self._listener is not None:
             self._listener.close()
         detection = self.config["audio"]["input"]["turn_detection"]
-        self._listener = speech.Listener(fmt=fmt, turn_detection=detection,
-                                         silence_duration_ms=silence_ms(detection) if detection else 0)
+        self._listener = Listener(fmt=fmt, turn_detection=detection,
+                                  silence_duration_ms=silence_ms(detection) if detection else 0)
         self._listener_offset_ms = self._stream_ms
         self._speech_item_id = None
         return self._listener
@@ -216,13 +229,13 @@ class Session:
             elif kind == "clear":
                 self._buffer.clear()
                 self._buffered = 0
-                self._listen(self._listener.fmt)
+                self._listen(self.listener.fmt)
                 self.emit("input_audio_buffer.cleared")
             elif kind == "listen":
                 self._listen(args[0]["format"]["type"])
 
     async def _audio_in(self, data: bytes, fmt: str) -> None:
-        listener = self._listener
+        listener = self.listener
         if fmt != listener.fmt:
             # The format changed after this chunk was accepted: it was valid when sent, keep it.
             listener = self._listen(fmt)
@@ -245,15 +258,30 @@ class Session:
                 detection = self.config["audio"]["input"]["turn_detection"] or {}
                 if detection.get("create_response", True) and self.response is None:
                     self._start_response({})
+        self._drop_old_silence(fmt)
+
+    def _drop_old_silence(self, fmt: str) -> None:
+        """While turn detection hears no speech, keep only the pre-speech window of input audio: the
+        turn it will commit starts at most that far before speech. Without turn detection the client
+        commits, so everything since the last commit is kept (up to MAX_INPUT_BUFFER_BYTES)."""
+        detection = self.config["audio"]["input"]["turn_detection"]
+        if detection is None or self._speech_item_id is not None:
+            return
+        window_ms = max(settings.LOCAL_AGENT_PRE_SPEECH_MS, detection.get("prefix_padding_ms", 0))
+        keep = audio.bytes_for_ms(window_ms, fmt)
+        excess = len(self._buffer) - keep
+        if excess > 0:
+            del self._buffer[:excess]
+            self._buffered -= excess
 
     async def _manual_commit(self, client_event_id) -> None:
-        fmt = self._listener.fmt
+        fmt = self.listener.fmt
         if not self._buffer:
             self.error("input_audio_buffer_commit_empty", "The input audio buffer is empty: nothing to commit.",
                        event_id=client_event_id)
             return
         item_id = self._speech_item_id or new_id("item")
-        transcript = await speech.transcribe_input(bytes(self._buffer), fmt)
+        transcript = await transcribe_input(bytes(self._buffer), fmt)
         self._commit(item_id, transcript, fmt)
         self._listen(fmt)  # the committed audio must not also end a turn later
 
@@ -263,8 +291,8 @@ class Session:
         self._buffered = 0
         previous = self.items[-1]["id"] if self.items else None
         self.emit("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item: dict = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                      "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         self.items.append(item)
         self._audio_ms[item_id] = duration
         self.emit("conversation.item.added", previous_item_id=previous, item=item)
@@ -406,7 +434,8 @@ class Session:
         context = list(self.items)
         self.emit("response.created", response=self._response_object(response, "in_progress"))
         writer = _OutputWriter(self, response)
-        status, details = "completed", None
+        status = "completed"
+        details: dict | None = None
         try:
             async for output in brain.brain_reply(items=context, instructions=response.instructions,
                                                   tools=response.tools, tool_choice=response.tool_choice):
@@ -443,18 +472,32 @@ class Session:
 
 
 class _OutputWriter:
-    """Turns brain output into output items: a message (text, or audio with its transcript, spoken
-    sentence by sentence as the text arrives) and function calls."""
+    """Turns brain output into output items: a message and function calls. A message has one content
+    part per output modality: ``output_audio`` (spoken sentence by sentence as the text arrives, with
+    its transcript) first, so a client truncating part 0 truncates the audio, then ``output_text``.
+
+    Like seed 004's service, a response's own items end with ``response.output_item.done`` only:
+    ``conversation.item.done`` is for items the client put into the conversation. Seed 004's Node
+    example answers every ``conversation.item.done`` with ``response.create``; were the reply's item
+    announced that way too, each reply would ask for the next one without end.
+    """
 
     def __init__(self, session: Session, response: _Response):
         self.session, self.response = session, response
         self.audio = "audio" in response.modalities
+        self.text_part = "text" in response.modalities or not self.audio
+        self.audio_index, self.text_index = 0, 1 if self.audio else 0
         self.item: dict | None = None
         self.pending = ""
         self.spoken = ""
 
+    @property
+    def open_item(self) -> dict:
+        assert self.item is not None, "no output item is open"
+        return self.item
+
     def _ids(self) -> dict:
-        return {"response_id": self.response.id, "item_id": self.item["id"], "output_index": len(self.response.output) - 1}
+        return {"response_id": self.response.id, "item_id": self.open_item["id"], "output_index": len(self.response.output) - 1}
 
     def _open(self, item: dict) -> None:
         self.item = item
@@ -468,18 +511,15 @@ class _OutputWriter:
             s.emit("conversation.item.added", previous_item_id=previous, item=item)
 
     def _close(self, status: str) -> None:
-        item, s = self.item, self.session
+        item = self.open_item
         item["status"] = status
-        s.emit("response.output_item.done", response_id=self.response.id, output_index=len(self.response.output) - 1,
-               item=item)
-        if self.response.in_conversation:
-            index = s.items.index(item) if item in s.items else 0
-            s.emit("conversation.item.done", previous_item_id=s.items[index - 1]["id"] if index else None, item=item)
+        self.session.emit("response.output_item.done", response_id=self.response.id,
+                          output_index=len(self.response.output) - 1, item=item)
         self.item = None
 
     def over_limit(self) -> bool:
         limit = self.response.max_output_tokens
-        return limit != "inf" and _tokens("".join(self.response.out_text)) >= limit
+        return isinstance(limit, int) and _tokens("".join(self.response.out_text)) >= limit
 
     async def text(self, delta: str) -> None:
         if not delta:
@@ -488,13 +528,16 @@ class _OutputWriter:
         if self.item is None:
             self._open({"id": new_id("item"), "object": "realtime.item", "type": "message", "status": "in_progress",
                         "role": "assistant", "content": []})
-            part = {"type": "output_audio", "transcript": ""} if self.audio else {"type": "output_text", "text": ""}
-            self.item["content"].append(part)
-            s.emit("response.content_part.added", **self._ids(), content_index=0, part=part)
+            parts = ([{"type": "output_audio", "transcript": ""}] if self.audio else []) + \
+                ([{"type": "output_text", "text": ""}] if self.text_part else [])
+            for index, part in enumerate(parts):
+                self.open_item["content"].append(part)
+                s.emit("response.content_part.added", **self._ids(), content_index=index, part=part)
         self.response.out_text.append(delta)
+        if self.text_part:
+            self.open_item["content"][self.text_index]["text"] += delta
+            s.emit("response.output_text.delta", **self._ids(), content_index=self.text_index, delta=delta)
         if not self.audio:
-            self.item["content"][0]["text"] += delta
-            s.emit("response.output_text.delta", **self._ids(), content_index=0, delta=delta)
             return
         self.pending += delta
         # Speak whole sentences as soon as they are complete.
@@ -510,18 +553,19 @@ class _OutputWriter:
         s, response = self.session, self.response
         text = (" " if self.spoken else "") + sentence
         self.spoken += text
-        self.item["content"][0]["transcript"] += text
-        s.emit("response.output_audio_transcript.delta", **self._ids(), content_index=0, delta=text)
+        self.open_item["content"][self.audio_index]["transcript"] += text
+        s.emit("response.output_audio_transcript.delta", **self._ids(), content_index=self.audio_index, delta=text)
         fmt = response.output_format["type"]
-        async for pcm in speech.synthesize_stream(sentence, sample_rate=audio.format_rate(fmt), voice=response.voice,
-                                                  speed=response.speed):
+        async for pcm in synthesize_stream(sentence, sample_rate=audio.format_rate(fmt), voice=response.voice,
+                                           speed=response.speed):
             lead_ms = response.out_audio_ms - (asyncio.get_running_loop().time() - response.started) * 1000
             if lead_ms > OUTPUT_LEAD_MS:
                 await asyncio.sleep((lead_ms - OUTPUT_LEAD_MS) / 1000)
             encoded = audio.from_pcm16(pcm, fmt)
             response.out_audio_ms += audio.duration_ms(len(encoded), fmt)
-            s._audio_ms[self.item["id"]] = response.out_audio_ms
-            s.emit("response.output_audio.delta", **self._ids(), content_index=0, delta=audio.b64encode(encoded))
+            s._audio_ms[self.open_item["id"]] = response.out_audio_ms
+            s.emit("response.output_audio.delta", **self._ids(), content_index=self.audio_index,
+                   delta=audio.b64encode(encoded))
 
     async def finish_message(self) -> None:
         if self.item is None or self.item["type"] != "message":
@@ -533,13 +577,17 @@ class _OutputWriter:
         self._close("completed")
 
     def _finish_parts(self) -> None:
-        s, part = self.session, self.item["content"][0]
+        s, content = self.session, self.open_item["content"]
         if self.audio:
-            s.emit("response.output_audio.done", **self._ids(), content_index=0)
-            s.emit("response.output_audio_transcript.done", **self._ids(), content_index=0, transcript=part["transcript"])
-        else:
-            s.emit("response.output_text.done", **self._ids(), content_index=0, text=part["text"])
-        s.emit("response.content_part.done", **self._ids(), content_index=0, part=part)
+            part = content[self.audio_index]
+            s.emit("response.output_audio.done", **self._ids(), content_index=self.audio_index)
+            s.emit("response.output_audio_transcript.done", **self._ids(), content_index=self.audio_index,
+                   transcript=part["transcript"])
+            s.emit("response.content_part.done", **self._ids(), content_index=self.audio_index, part=part)
+        if self.text_part:
+            part = content[self.text_index]
+            s.emit("response.output_text.done", **self._ids(), content_index=self.text_index, text=part["text"])
+            s.emit("response.content_part.done", **self._ids(), content_index=self.text_index, part=part)
 
     def function_call(self, call: brain.FunctionCall) -> None:
         item_id, call_id = new_id("item"), new_id("call")
@@ -547,7 +595,7 @@ class _OutputWriter:
                     "name": call.name, "call_id": call_id, "arguments": ""})
         s = self.session
         s.emit("response.function_call_arguments.delta", **self._ids(), call_id=call_id, delta=call.arguments)
-        self.item["arguments"] = call.arguments
+        self.open_item["arguments"] = call.arguments
         self.response.out_text.append(call.name + call.arguments)
         s.emit("response.function_call_arguments.done", **self._ids(), call_id=call_id, name=call.name,
                arguments=call.arguments)

@@ -6,12 +6,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.selectors import membership_get_for_user
 from realtime.gateway.records import session_records_for_project
+from realtime.sessions.inspector import session_inspection_get, sessions_without_record
 
 
 def _row(record, now) -> dict:
@@ -37,4 +39,19 @@ def session_list(request, slug):
     return render(request, "realtime/sessions.html", {
         "membership": membership, "project": membership.project, "nav": "sessions",
         "live": [row for row in rows if row["live"]], "recent": [row for row in rows if not row["live"]],
+        "other": sessions_without_record(project_id=membership.project.pk),
+    })
+
+
+@login_required
+@require_GET
+def session_inspect(request, slug, session_id):
+    """One session: its timeline (audio elided), transcript, per-turn latency, usage, cost and close
+    reason. Any member may look; another project's session is a 404."""
+    membership = membership_get_for_user(user=request.user, slug=slug)
+    inspection = session_inspection_get(project_id=membership.project.pk, session_id=session_id[:100])
+    if inspection is None:
+        raise Http404("No such session.")
+    return render(request, "realtime/session_inspect.html", {
+        "membership": membership, "project": membership.project, "nav": "sessions", "session": inspection,
     })

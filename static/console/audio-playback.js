@@ -2,8 +2,8 @@
 //
 // enqueue(pcm, tag) queues audio; stop() drops everything not yet played at once and resolves with
 // what was played, per tag (so a caller can say exactly how much of one item the listener heard).
-// Events: "progress" (detail: stats) a few times a second while playing, "drained" when the queue
-// runs dry.
+// Events: "progress" (detail: stats, with `rms` the output level since the last report) a few times a
+// second while playing, "drained" when the queue runs dry.
 
 export class AudioPlayback extends EventTarget {
   constructor({ workletUrl, sampleRate = 24000 }) {

@@ -33,8 +33,10 @@ const state = {
   interrupted: new Set(), // assistant items the user talked over
   turnEndedAt: null, // when the user's turn ended, until the reply's first audio
   latencies: [],
-  items: new Map(), // item id -> {li, text, role}
+  items: new Map(), // item id -> {li, text, role, samples, segments}
+  agentState: "idle", // idle | listening | hearing | thinking | speaking
   log: [],
+  logShown: 0, // how many logged events pass the filter (the count follows it)
   logTypes: new Set(),
   timers: [],
 };
@@ -99,11 +101,29 @@ function fillDeployments() {
 }
 
 function setStatus(kind, text) {
-  // The card's status is announced; the corner badge keeps the state in view while scrolling.
-  for (const id of ["connection-status", "connection-badge"]) {
-    $(id).textContent = text;
-    $(id).parentElement.dataset.state = kind;
-  }
+  $("connection-status").textContent = text;
+  $("connection-status").parentElement.dataset.state = kind;
+}
+
+const AGENT_STATE_TEXT = {
+  idle: "not connected", listening: "listening", hearing: "hearing you", thinking: "thinking", speaking: "speaking",
+};
+
+/** What the agent is doing, as the user experiences it (speaking means its audio is playing). */
+function setAgentState(kind) {
+  if (state.agentState === kind) return;
+  state.agentState = kind;
+  $("agent-state").textContent = AGENT_STATE_TEXT[kind];
+  $("agent-state").closest(".agent-state").dataset.state = kind;
+  if (kind !== "speaking") $("out-level-bar").style.width = "0";
+}
+
+/** Once the reply's audio stops (or there is none), the agent is listening again. */
+function settleAgentState() {
+  if (!client.open) setAgentState("idle");
+  else if (playback.playing) setAgentState("speaking");
+  else if (state.responseActive) setAgentState("thinking");
+  else setAgentState("listening");
 }
 
 function setConnectedControls(connected) {
@@ -112,7 +132,9 @@ function setConnectedControls(connected) {
   $("deployment").disabled = connected;
   $("disconnect").disabled = !connected;
   $("drop").disabled = !connected;
-  for (const id of ["mic-toggle", "mic-mute", "ptt", "typed-text", "typed-send", "settings-apply"]) $(id).disabled = !connected;
+  for (const id of ["mic-toggle", "mic-mute", "ptt", "end-turn", "typed-text", "typed-send", "settings-apply"]) {
+    $(id).disabled = !connected;
+  }
 }
 
 async function connect(event) {
@@ -122,6 +144,7 @@ async function connect(event) {
   state.sessionId = `console-${crypto.randomUUID()}`;
   state.openedAt = null;
   state.latencies = [];
+  $("console-off").hidden = true;
   try {
     await playback.start(); // inside the click, so the browser lets it make sound
   } catch (error) {
@@ -142,6 +165,7 @@ function onState({ detail }) {
     }
     setStatus("open", `${detail.resumed ? "Resumed" : "Connected"} · session ${state.sessionId}`);
     setConnectedControls(true);
+    settleAgentState();
   } else if (detail.state === "reconnecting") {
     if (detail.attempt === 1) notice("Connection lost: resuming the session…");
     setStatus("reconnecting", `Connection lost · resuming session (attempt ${detail.attempt})…`);
@@ -151,8 +175,16 @@ function onState({ detail }) {
     const why = detail.message ? `${detail.reason}: ${detail.message}` : detail.reason || "";
     setStatus("closed", why && why !== "closed by you" ? `Closed · ${why}` : "Disconnected");
     if (why && why !== "closed by you") notice(`Session ended · ${why}`, true);
+    if (detail.reason === "console_key_revoked") {
+      // Revoking the console's key is respected: say so, and offer the explicit way back.
+      $("console-off-text").textContent = detail.message;
+      const hidden = document.getElementById("console-off-environment");
+      if (hidden) hidden.value = $("environment").value;
+      $("console-off").hidden = false;
+    }
     setConnectedControls(false);
     endSession();
+    setAgentState("idle");
   }
 }
 
@@ -185,10 +217,12 @@ function handleServerEvent(event) {
       break;
     case "input_audio_buffer.speech_started":
       bargeIn();
+      setAgentState("hearing");
       turnFor(event.item_id, "user", "");
       break;
     case "input_audio_buffer.speech_stopped":
       state.turnEndedAt = performance.now();
+      setAgentState("thinking");
       break;
     case "input_audio_buffer.committed":
       if (state.replyOnCommit) {
@@ -208,6 +242,7 @@ function handleServerEvent(event) {
       break;
     case "response.created":
       state.responseActive = true;
+      if (state.agentState !== "speaking" && state.agentState !== "hearing") setAgentState("thinking");
       break;
     case "response.output_audio.delta":
     case "response.audio.delta":
@@ -234,6 +269,7 @@ function handleServerEvent(event) {
       state.responseActive = false;
       state.turnEndedAt = null;
       for (const entry of state.items.values()) entry.li.classList.remove("pending");
+      if (state.agentState !== "hearing") settleAgentState();
       setTimeout(pollUsage, config.meterPollSeconds * 1000);
       break;
     case "error": {
@@ -255,7 +291,10 @@ function onAudioDelta(event) {
     renderLatency();
   }
   state.audioItem = event.item_id;
-  playback.enqueue(base64ToPcm(event.delta || ""), event.item_id || "");
+  const pcm = base64ToPcm(event.delta || "");
+  const entry = turnFor(event.item_id, "assistant", "");
+  if (entry) entry.samples += pcm.length;
+  playback.enqueue(pcm, event.item_id || "");
 }
 
 /** The user started speaking: stop the reply at once and tell the agent how much was heard. */
@@ -266,10 +305,43 @@ async function bargeIn() {
   state.audioItem = null;
   state.interrupted.add(item); // its remaining deltas, already on their way, are not played
   const stats = await playback.stop();
-  const heardMs = Math.floor(((stats.playedByTag[item] || 0) * 1000) / RATE);
+  const heardSamples = stats.playedByTag[item] || 0;
+  const heardMs = Math.floor((heardSamples * 1000) / RATE);
   client.send({ type: "conversation.item.truncate", item_id: item, content_index: 0, audio_end_ms: heardMs });
   const entry = state.items.get(item);
-  if (entry) entry.li.dataset.interrupted = "true";
+  if (entry) showCut(entry, heardSamples, heardMs);
+}
+
+/** The part of a reply's transcript that was heard. Each transcript delta starts where the audio
+ * received so far ends (a reply's text arrives just ahead of its audio), so the text of the segment
+ * playing when the user cut in is kept in proportion, ending at a word boundary. */
+function heardText(entry, heardSamples) {
+  let text = "";
+  for (const [index, segment] of entry.segments.entries()) {
+    if (heardSamples <= segment.start) break; // nothing of this segment was heard
+    const end = index + 1 < entry.segments.length ? entry.segments[index + 1].start : entry.samples;
+    if (heardSamples >= end) {
+      text += segment.text;
+      continue;
+    }
+    const kept = Math.floor((segment.text.length * (heardSamples - segment.start)) / (end - segment.start));
+    const part = segment.text.slice(0, kept);
+    const space = part.lastIndexOf(" ");
+    text += space > 0 ? part.slice(0, space) : part;
+    break;
+  }
+  return text.trimEnd();
+}
+
+function showCut(entry, heardSamples, heardMs) {
+  entry.text.textContent = heardText(entry, heardSamples);
+  entry.li.dataset.interrupted = "true";
+  entry.li.dataset.heardMs = String(heardMs);
+  entry.li.classList.remove("pending");
+  const note = document.createElement("span");
+  note.className = "cut-note";
+  note.textContent = `Interrupted after ${(heardMs / 1000).toFixed(1)} s: the rest was never heard.`;
+  entry.li.append(note);
 }
 
 // --- transcript ---------------------------------------------------------------------------------
@@ -289,7 +361,7 @@ function turnFor(itemId, role, initialText) {
     text.textContent = initialText;
     li.append(who, text);
     $("transcript").append(li);
-    entry = { li, text, role };
+    entry = { li, text, role, samples: 0, segments: [] };
     state.items.set(itemId, entry);
     scrollToEnd($("transcript"));
   }
@@ -309,13 +381,16 @@ function itemAdded(item) {
 }
 
 function appendText(itemId, role, delta) {
+  if (state.interrupted.has(itemId)) return; // text of a reply cut short was never heard
   const entry = turnFor(itemId, role, "");
   if (!entry) return;
+  if (role === "assistant") entry.segments.push({ start: entry.samples, text: delta });
   entry.text.textContent += delta;
   scrollToEnd($("transcript"));
 }
 
 function setText(itemId, role, text, fallback = "") {
+  if (state.interrupted.has(itemId)) return;
   const entry = turnFor(itemId, role, "");
   if (!entry) return;
   entry.text.textContent = text || fallback;
@@ -431,6 +506,21 @@ async function pttUp() {
   // response.create waits for the commit to be acknowledged, so the reply always sees the new item.
   if (client.send({ type: "input_audio_buffer.commit" })) state.replyOnCommit = true;
   state.turnEndedAt = performance.now();
+  setAgentState("thinking");
+}
+
+/** End the user's turn now: commit what was said and ask for the reply, without waiting for the
+ * server's silence detection (or, in push to talk, without holding the button). */
+async function endTurn() {
+  if (!client.open) return;
+  if (state.pttHeld) {
+    await pttUp();
+    return;
+  }
+  if (capture.running) await capture.flush();
+  if (client.send({ type: "input_audio_buffer.commit" })) state.replyOnCommit = true;
+  state.turnEndedAt = performance.now();
+  setAgentState("thinking");
 }
 
 function isTyping(target) {
@@ -451,6 +541,7 @@ function sendTyped(event) {
   client.send({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
   client.send({ type: "response.create" });
   input.value = "";
+  setAgentState("thinking");
 }
 
 // --- settings -------------------------------------------------------------------------------------
@@ -558,22 +649,38 @@ function elide(event) {
 function logEvent({ direction, event, at }) {
   const entry = { time: at.toISOString(), direction, type: String(event?.type ?? ""), event: elide(event) };
   state.log.push(entry);
-  if (state.log.length > LOG_MAX) state.log.shift();
   if (!state.logTypes.has(entry.type)) {
     state.logTypes.add(entry.type);
     $("log-types").append(new Option(entry.type));
   }
-  $("log-count").textContent = `${state.log.length} events`;
+  const dropped = state.log.length > LOG_MAX ? state.log.shift() : null;
+  if (dropped && matchesFilter(dropped)) state.logShown -= 1;
   if (matchesFilter(entry)) {
+    state.logShown += 1;
     const list = $("event-log");
     const nearEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.append(logRow(entry));
     while (list.childElementCount > LOG_DOM_MAX) list.firstElementChild.remove();
     if (nearEnd) scrollToEnd(list);
   }
+  renderLogCount();
+}
+
+function filtering() {
+  return $("log-hide-appends").checked || $("log-filter").value.trim() !== "";
+}
+
+/** The count follows the filter: "12 of 480 events" while filtering, else "480 events". */
+function renderLogCount() {
+  const total = state.log.length;
+  const plural = (n) => `${n} event${n === 1 ? "" : "s"}`;
+  $("log-count").textContent = filtering() ? `${state.logShown} of ${plural(total)} shown` : plural(total);
+  $("log-count").dataset.shown = String(state.logShown);
+  $("log-count").dataset.total = String(total);
 }
 
 function matchesFilter(entry) {
+  if ($("log-hide-appends").checked && entry.type === "input_audio_buffer.append") return false;
   const filter = $("log-filter").value.trim().toLowerCase();
   return !filter || entry.type.toLowerCase().includes(filter);
 }
@@ -610,9 +717,11 @@ function logRow(entry) {
 }
 
 function rerenderLog() {
-  const rows = state.log.filter(matchesFilter).slice(-LOG_DOM_MAX).map(logRow);
-  $("event-log").replaceChildren(...rows);
+  const matching = state.log.filter(matchesFilter);
+  state.logShown = matching.length;
+  $("event-log").replaceChildren(...matching.slice(-LOG_DOM_MAX).map(logRow));
   scrollToEnd($("event-log"));
+  renderLogCount();
 }
 
 function downloadLog() {
@@ -681,9 +790,19 @@ client.addEventListener("state", onState);
 client.addEventListener("event", onProtocolEvent);
 capture.addEventListener("chunk", onChunk);
 capture.addEventListener("level", onLevel);
-const onPlayback = ({ detail }) => {
+const onPlayback = ({ type, detail }) => {
   window.switchboardConsole.stats.playbackSamples = detail.played;
   window.switchboardConsole.stats.playbackNonSilentSamples = detail.nonSilent;
+  if (type === "drained") {
+    settleAgentState();
+    return;
+  }
+  if (playback.playing && state.agentState !== "hearing") setAgentState("speaking");
+  if (state.agentState === "speaking") {
+    // Output level, -60 dBFS .. 0 dBFS onto 0 .. 100 %, as for the microphone.
+    const db = detail.rms > 0 ? 20 * Math.log10(detail.rms) : -100;
+    $("out-level-bar").style.width = `${Math.max(0, Math.min(100, ((db + 60) / 60) * 100)).toFixed(0)}%`;
+  }
 };
 playback.addEventListener("progress", onPlayback);
 playback.addEventListener("drained", onPlayback);
@@ -713,14 +832,18 @@ $("typed-turn").addEventListener("submit", sendTyped);
 $("settings-form").addEventListener("submit", applySettings);
 $("setting-tools").addEventListener("input", () => showToolsError(toolsParse($("setting-tools").value).error));
 $("log-filter").addEventListener("input", rerenderLog);
+$("log-hide-appends").addEventListener("change", rerenderLog);
+$("end-turn").addEventListener("click", endTurn);
 $("log-download").addEventListener("click", downloadLog);
 $("log-clear").addEventListener("click", () => {
   state.log = [];
+  state.logShown = 0;
   $("event-log").replaceChildren();
-  $("log-count").textContent = "0 events";
+  renderLogCount();
 });
 // Leaving the page ends the session (a normal close), rather than holding it for resume.
 window.addEventListener("pagehide", () => { if (client.state !== "closed") client.close(); });
 
 fillDeployments();
+$("connect").disabled = false; // disabled in the HTML, so a click before this module runs cannot submit the form
 document.documentElement.dataset.consoleReady = "true";

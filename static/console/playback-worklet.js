@@ -15,6 +15,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.playedByTag = {};
     this.quanta = 0;
     this.wasPlaying = false;
+    this.levelSum = 0; // sum of squares since the last report, for the output level meter
+    this.levelCount = 0;
     this.port.onmessage = (message) => this.onMessage(message.data);
   }
 
@@ -32,9 +34,12 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   }
 
   report(type, id) {
+    const rms = this.levelCount ? Math.sqrt(this.levelSum / this.levelCount) : 0;
+    this.levelSum = 0;
+    this.levelCount = 0;
     this.port.postMessage({
       type, id, played: this.played, nonSilent: this.nonSilent, queued: this.queued,
-      playedByTag: { ...this.playedByTag },
+      playedByTag: { ...this.playedByTag }, rms,
     });
   }
 
@@ -47,10 +52,12 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       for (let i = 0; i < count; i++) {
         const sample = head.data[head.offset + i];
         out[written + i] = sample;
+        this.levelSum += sample * sample;
         if (sample > SILENCE || sample < -SILENCE) this.nonSilent += 1;
       }
       head.offset += count;
       written += count;
+      this.levelCount += count;
       this.played += count;
       this.queued -= count;
       this.playedByTag[head.tag] = (this.playedByTag[head.tag] || 0) + count;

@@ -9,7 +9,7 @@
   }
   function fallbackCopy(input) {
     input.focus();
-    input.select();
+    if (input.select) { input.select(); } else { window.getSelection().selectAllChildren(input); }
     try { return document.execCommand("copy"); } catch (e) { return false; }
   }
   document.addEventListener("click", function (event) {
@@ -17,12 +17,15 @@
     if (!button) { return; }
     var input = document.getElementById(button.getAttribute("data-copy-target"));
     if (!input) { return; }
-    var done = function () { button.textContent = "Copied"; announce(button, "Key copied to the clipboard."); };
+    // A <pre> of code copies its text; an input its value.
+    var text = "value" in input ? input.value : input.textContent;
+    var message = button.getAttribute("data-copy-message") || "Key copied to the clipboard.";
+    var done = function () { button.textContent = "Copied"; announce(button, message); };
     var failed = function () {
       if (fallbackCopy(input)) { done(); } else { announce(button, "Copy failed: select the key and copy it by hand."); }
     };
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(input.value).then(done, failed);
+      navigator.clipboard.writeText(text).then(done, failed);
     } else {
       failed();
     }

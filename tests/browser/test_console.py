@@ -12,7 +12,7 @@ from django.db import connection
 from playwright.sync_api import expect
 
 from realtime.lib import audio
-from realtime.local_agent import speech
+from realtime.local_agent.speech.tts import text_to_speech
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -28,7 +28,7 @@ AGENT_TIMEOUT_MS = 90_000  # recognition and synthesis share 2 CPU cores with ev
 def microphone_wav(tmp_path):
     """What the fake microphone says: eSpeak NG speech with a second of silence either side."""
     rate = 24000
-    pcm = speech.text_to_speech(SPOKEN, sample_rate=rate, voice="sage")
+    pcm = text_to_speech(SPOKEN, sample_rate=rate, voice="sage")
     silence = b"\0" * (rate * 2)
     path = tmp_path / "microphone.wav"
     path.write_bytes(audio.wav_bytes(silence + pcm + silence, rate))
@@ -258,7 +258,7 @@ def test_push_to_talk_with_a_tool_and_resume_after_a_dropped_connection(console_
 
 
 def test_speaking_over_the_agent_stops_playback_and_truncates_what_was_not_heard(console_server, console_page,
-                                                                                  project):
+                                                                                  project, artifacts_dir):
     page = console_page
     try:
         sign_in_and_open_console(page, console_server, project)
@@ -282,8 +282,20 @@ def test_speaking_over_the_agent_stops_playback_and_truncates_what_was_not_heard
         # What was heard: more than the 100 ms that proved playback started, never more than was played.
         assert 100 < sent["audio_end_ms"] <= played_ms + 1
         # The reply was cut short: the agent's item is marked interrupted, the response cancelled.
-        expect(page.locator("#transcript li.turn.assistant[data-interrupted=true]")).to_have_count(1)
+        cut = page.locator("#transcript li.turn.assistant[data-interrupted=true]")
+        expect(cut).to_have_count(1)
         expect(log_rows(page, "response.done").first.locator("summary")).to_be_visible()
+        # It reads as cut, at what was heard: a prefix of what the agent said, never the unheard rest.
+        expect(cut.locator(".cut-note")).to_contain_text("Interrupted after")
+        item_id = cut.get_attribute("data-item-id")
+        said = page.evaluate("""(id) => window.switchboardConsole.state.log
+            .filter((e) => e.direction === "in" && e.event.item_id === id
+                    && e.type === "response.output_audio_transcript.delta")
+            .map((e) => e.event.delta).join("")""", item_id)
+        shown = cut.locator(".text").inner_text().removesuffix(" —").strip()
+        assert shown and said.startswith(shown) and len(shown) < len(said.strip()), (shown, said)
+        assert int(cut.get_attribute("data-heard-ms")) == sent["audio_end_ms"]
+        page.screenshot(path=str(artifacts_dir / "console-interrupted.png"), full_page=True)
     except Exception:
         report_failure(page, console_server)
         raise

@@ -1,12 +1,11 @@
-// Seed 004's "Node.js websocket server example", run against Switchboard by
-// tests/test_seed004_node_example.py. Changed only where marked "Switchboard:":
-// the URL (SWITCHBOARD_URL, SWITCHBOARD_SESSION_ID) and the key (SWITCHBOARD_API_KEY, sent as the
-// seed sends INWORLD_API_KEY), a no-op playAudio (the seed leaves playback to the app), and a close
-// on response.done so the process exits when the turn is over.
+// Seed 004's "Node.js websocket server example", exactly as the seed shows it except for the lines
+// marked "Switchboard:" (the URL; the key is read from INWORLD_API_KEY as in the seed). Run by
+// tests/test_seed004_node_example.py with `node --require ./tests/node/seed004_play_audio.cjs`, which
+// supplies the playAudio function the seed leaves to the app.
 import WebSocket from 'ws';
 
 const sessionId = process.env.SWITCHBOARD_SESSION_ID || 'your-session-id'; // Switchboard: URL
-const credentials = process.env.SWITCHBOARD_API_KEY; // Switchboard: key
+const credentials = process.env.INWORLD_API_KEY;
 
 const ws = new WebSocket(`${process.env.SWITCHBOARD_URL}/api/v1/realtime/session?key=${sessionId}&protocol=realtime`, { // Switchboard: URL
   headers: {
@@ -68,20 +67,12 @@ ws.on('message', (buffer) => {
       break;
     case 'response.done':
       console.log('Response complete, status:', message.response.status);
-      ws.close(); // Switchboard: exit when the turn is over
       break;
     case 'error':
       console.error('Error:', message.error.message, message.error.code);
       break;
   }
 });
-
-// Switchboard: the seed leaves playback to the app; count what would be played.
-let audioBytes = 0;
-function playAudio(audioBuffer) {
-  audioBytes += audioBuffer.length;
-}
-ws.on('close', (code) => console.log('Closed:', code, 'audio bytes:', audioBytes)); // Switchboard: exit report
 
 function updateSession() {
   ws.send(JSON.stringify({

@@ -462,8 +462,11 @@ SHUTTING_DOWN = ("This gateway process is shutting down. Reconnect with your con
 
 
 async def _drain() -> None:
+    from realtime.dialects.tasks import runner
+
     for connection in list(_live):
         connection.refuse(_error("server_shutting_down", SHUTTING_DOWN, availability.CLOSE_SERVICE_RESTART))
+    await asyncio.gather(*list(runner._meters_closing), return_exceptions=True)  # usage flushed before exit
 
 
 drain.drain_hook("tasks", _drain)

@@ -14,7 +14,7 @@ from realtime.dialects.tasks import TaskContext, TaskFailed
 from realtime.dialects.tasks.inputs import param_base64, param_choice
 from realtime.dialects.tasks.selectors import task_image_for_project
 from realtime.dialects.tasks.services import task_image_create
-from realtime.local_agent.speech import run_in_pool
+from realtime.local_agent.speech.pool import run_in_pool
 
 FORMATS = {"PNG": ("PNG", "image/png"), "JPEG": ("JPEG", "image/jpeg"), "WEBP": ("WEBP", "image/webp"),
            "GIF": ("GIF", "image/gif"), "BMP": ("BMP", "image/bmp")}

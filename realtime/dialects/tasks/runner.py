@@ -32,6 +32,7 @@ from realtime.dialects.tasks.notices import task_notice_send
 from realtime.gateway import availability
 from realtime.gateway.auth import ConnectionAuth
 from realtime.gateway.metering import SessionMeter
+from realtime.sessions.timeline import timeline_note
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ class TaskSession:
                         await self.meter.flush()
                     except Exception:  # the periodic flush retries the same batch (idempotently)
                         logger.exception("usage flush failed for task %s", task_uuid)
+        timeline_note(project_id=self.auth.project_id, session_id=self.meter.session_id, direction="task",
+                      event={"type": f"task.{task_type}", "task": task, "result": orjson.loads(message)})
         await self.publish(message)
         await _tolerant(inflight.task_inflight_done(session_uuid=self.session_uuid, task_uuid=task_uuid))
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('realtime', '0002_task_images_conversations'),
+        ('realtime', '0003_session_event_timeline'),
     ]
 
     operations = [

@@ -1,0 +1,263 @@
+"""A bounded, audio-free timeline of each session's events, for the session inspector.
+
+The gateway core feeds it through one call, ``timeline_tap``, which wraps a session's upstream
+connection: every event sent to or received from the upstream is noted. Any dialect that relays no
+upstream (tasks, rooms) notes its events with ``timeline_note``. Noting is synchronous and never waits:
+it elides audio, cuts long strings, merges runs of audio or delta events into one entry, and appends to
+a per-process list. A named background task writes that list in batches (``bulk_create``) every
+TIMELINE_FLUSH_SECONDS, so nothing on the relay path waits on the database. Bounds: at most
+TIMELINE_MAX_EVENTS entries per session (then one ``timeline.truncated`` entry), at most
+PENDING_MAX entries waiting to be written (beyond that, entries are dropped and counted in the log),
+RETENTION_DAYS of history (the writer deletes older entries once an hour).
+The timeline is diagnostic: a batch the database refuses is logged and dropped, never retried forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+TIMELINE_MAX_EVENTS = 500
+TIMELINE_FLUSH_SECONDS = 1.0
+PENDING_MAX = 20_000
+RETENTION_DAYS = 30  # older entries are deleted by the writer, at most once an hour per process
+PRUNE_EVERY_SECONDS = 3600.0
+IDLE_FORGET_SECONDS = 900  # a session noted nothing for this long: its state is forgotten (dialects
+# without an upstream never say they ended)
+STRING_MAX = 400  # longer strings (base64 images, long instructions) are cut
+DELTA_TEXT_MAX = 4000  # merged text deltas keep this much text
+# Events whose payload is audio: the payload key is replaced by its size.
+AUDIO_EVENTS = {
+    "input_audio_buffer.append": "audio",
+    "response.output_audio.delta": "delta",
+    "response.audio.delta": "delta",
+}
+_AUDIO_MARKERS_TEXT = tuple(f'"{kind}"' for kind in AUDIO_EVENTS)
+_AUDIO_MARKERS = tuple(marker.encode() for marker in _AUDIO_MARKERS_TEXT)
+
+
+@dataclass
+class _Entry:
+    project_id: int
+    session_id: str
+    at: datetime
+    direction: str
+    type: str
+    data: dict
+    count: int = 1
+
+
+@dataclass
+class _SessionState:
+    entries: int = 0
+    truncated: bool = False
+    last: _Entry | None = None  # the entry a following same-type audio/delta event merges into
+    ended: bool = False
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Writer:
+    pending: list[_Entry] = field(default_factory=list)
+    sessions: dict[tuple[int, str], _SessionState] = field(default_factory=dict)
+    task: asyncio.Task | None = None
+    dropped: int = 0
+    next_prune: float = 0.0
+
+
+_writer = _Writer()
+
+
+def _cut(value, depth: int = 0):
+    """A copy with long strings cut and nesting bounded."""
+    if isinstance(value, str):
+        return value if len(value) <= STRING_MAX else f"{value[:80]}… ({len(value)} characters elided)"
+    if depth > 6:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k): _cut(v, depth + 1) for k, v in list(value.items())[:50]}
+    if isinstance(value, list):
+        return [_cut(v, depth + 1) for v in value[:50]]
+    return value
+
+
+def _summarise(event: dict) -> tuple[str, dict]:
+    kind = str(event.get("type") or "unknown")[:80]
+    audio_key = AUDIO_EVENTS.get(kind)
+    if audio_key is not None:
+        payload = event.get(audio_key)
+        return kind, {"audio_bytes": (len(payload) * 3 // 4) if isinstance(payload, str) else 0}
+    if kind.endswith(".delta") and isinstance(event.get("delta"), str):
+        data = {k: v for k, v in event.items() if k in ("response_id", "item_id", "delta")}
+        return kind, data
+    return kind, _cut({k: v for k, v in event.items() if k != "type"})
+
+
+def timeline_note(*, project_id: int, session_id: str, direction: str, event: dict) -> None:
+    """Note one event (already parsed). Synchronous, no I/O: safe on the relay path."""
+    state = _writer.sessions.get((project_id, session_id))
+    if state is None:
+        state = _writer.sessions[(project_id, session_id)] = _SessionState()
+    state.touched = time.monotonic()
+    if state.truncated:
+        return
+    kind, data = _summarise(event)
+    last = state.last
+    if last is not None and last.type == kind and last.direction == direction and (
+            kind in AUDIO_EVENTS or kind.endswith(".delta")):
+        last.count += 1
+        if "audio_bytes" in data:
+            last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + data["audio_bytes"]
+        elif isinstance(data.get("delta"), str) and len(last.data.get("delta", "")) < DELTA_TEXT_MAX:
+            last.data["delta"] = (last.data.get("delta", "") + data["delta"])[:DELTA_TEXT_MAX]
+        return
+    if state.entries >= TIMELINE_MAX_EVENTS:
+        state.truncated = True
+        kind, data, direction = "timeline.truncated", {"after_entries": state.entries}, "gateway"
+    entry = _Entry(project_id, session_id, timezone.now(), direction, kind, data)
+    state.entries += 1
+    state.last = entry if (kind in AUDIO_EVENTS or kind.endswith(".delta")) else None
+    if len(_writer.pending) >= PENDING_MAX:
+        _writer.dropped += 1
+        return
+    _writer.pending.append(entry)
+    _writer_ensure()
+
+
+def _note_text(*, project_id: int, session_id: str, direction: str, message) -> None:
+    head = message[:64]
+    markers = _AUDIO_MARKERS if isinstance(head, bytes) else _AUDIO_MARKERS_TEXT
+    for marker, kind in zip(markers, AUDIO_EVENTS, strict=True):
+        if marker in head:  # the bulk of a session's events: counted without parsing (or copying) the audio
+            event: dict = {"type": kind, AUDIO_EVENTS[kind]: None}
+            timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
+            state = _writer.sessions.get((project_id, session_id))
+            if state is not None and state.last is not None and state.last.type == kind:
+                state.last.data["audio_bytes"] = state.last.data.get("audio_bytes", 0) + len(message) * 3 // 4
+            return
+    try:
+        event = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        event = {"type": "unparsed", "text": str(message[:STRING_MAX])}
+    if isinstance(event, dict):
+        timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
+
+
+def timeline_session_end(*, project_id: int, session_id: str) -> None:
+    state = _writer.sessions.get((project_id, session_id))
+    if state is not None:
+        state.ended = True
+        _writer_ensure()
+
+
+class TimelineTap:
+    """Wraps an upstream connection: what is sent is a ``client`` event, what is received an
+    ``upstream`` one. Everything else passes through unchanged."""
+
+    def __init__(self, connection, *, project_id: int, session_id: str):
+        self._connection = connection
+        self._project_id = project_id
+        self._session_id = session_id
+
+    async def send(self, message) -> None:
+        _note_text(project_id=self._project_id, session_id=self._session_id, direction="client", message=message)
+        await self._connection.send(message)
+
+    async def recv(self):
+        message = await self._connection.recv()
+        _note_text(project_id=self._project_id, session_id=self._session_id, direction="upstream", message=message)
+        return message
+
+    async def close(self, *args, **kwargs):
+        timeline_session_end(project_id=self._project_id, session_id=self._session_id)
+        return await self._connection.close(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+
+def timeline_tap(connection, *, project_id: int, session_id: str) -> TimelineTap:
+    """The one call the gateway core makes: ``self._upstream = timeline_tap(upstream, …)``."""
+    return TimelineTap(connection, project_id=project_id, session_id=session_id)
+
+
+# --- Writing ---------------------------------------------------------------------------------------
+
+def _write(entries: list[_Entry]) -> None:
+    from realtime.models import SessionEvent
+
+    SessionEvent.objects.bulk_create([
+        SessionEvent(project_id=e.project_id, session_id=e.session_id[:100], at=e.at, direction=e.direction,
+                     type=e.type, count=e.count, data=e.data)
+        for e in entries
+    ], batch_size=500)
+
+
+def _prune() -> int:
+    from datetime import timedelta
+
+    from realtime.models import SessionEvent
+
+    cutoff = timezone.now() - timedelta(days=RETENTION_DAYS)
+    return SessionEvent.objects.filter(at__lt=cutoff).delete()[0]
+
+
+def _writer_ensure() -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # noted outside an event loop (a sync caller): written by the next flush in a loop
+    task = _writer.task
+    if task is None or task.done() or task.get_loop() is not loop:
+        _writer.task = loop.create_task(_writer_run(), name="session-timeline-writer")
+
+
+async def _writer_run() -> None:
+    """Write what was noted every TIMELINE_FLUSH_SECONDS; ends itself when nothing is left to do."""
+    while True:
+        await asyncio.sleep(TIMELINE_FLUSH_SECONDS)
+        await timeline_flush()
+        if not _writer.pending and not _writer.sessions:
+            return
+
+
+async def timeline_flush() -> None:
+    """Write the pending entries now (also for tests and shutdown). An entry still open to merges
+    is written as it is; later merges go into a new entry."""
+    batch, _writer.pending = _writer.pending, []
+    now = time.monotonic()
+    for key, state in list(_writer.sessions.items()):
+        state.last = None
+        if state.ended or now - state.touched > IDLE_FORGET_SECONDS:
+            del _writer.sessions[key]
+    if _writer.dropped:
+        logger.warning("session timeline: %d entries dropped (writer behind)", _writer.dropped)
+        _writer.dropped = 0
+    if batch:
+        try:
+            await database_sync_to_async(_write)(batch)
+        except Exception:
+            logger.exception("session timeline: a batch of %d entries could not be written", len(batch))
+    if now >= _writer.next_prune:
+        _writer.next_prune = now + PRUNE_EVERY_SECONDS
+        try:
+            await database_sync_to_async(_prune)()
+        except Exception:
+            logger.exception("session timeline: old entries could not be deleted")
+
+
+async def timeline_writer_stop() -> None:
+    """Flush and stop the writer (process shutdown)."""
+    task, _writer.task = _writer.task, None
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await timeline_flush()

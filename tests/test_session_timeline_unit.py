@@ -1,0 +1,79 @@
+"""The session timeline's noting side (realtime.sessions.timeline): audio never kept, runs of audio
+and deltas merged, each session bounded, nothing written on the caller's path."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from realtime.sessions import timeline
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _fresh_writer(monkeypatch):
+    monkeypatch.setattr(timeline, "_writer", timeline._Writer())
+    monkeypatch.setattr(timeline, "_writer_ensure", lambda: None)  # nothing is written in these tests
+
+
+def note_text(direction: str, event: dict) -> None:
+    timeline._note_text(project_id=1, session_id="s", direction=direction, message=json.dumps(event))
+
+
+def test_audio_is_counted_not_kept_and_runs_are_merged():
+    chunk = base64.b64encode(b"\1" * 4800).decode()
+    for _ in range(3):
+        note_text("client", {"type": "input_audio_buffer.append", "audio": chunk})
+    note_text("client", {"type": "response.create"})
+    for word in ("Hel", "lo"):
+        note_text("upstream", {"type": "response.output_text.delta", "delta": word, "response_id": "r"})
+    note_text("upstream", {"type": "response.output_audio.delta", "delta": chunk})
+    entries = timeline._writer.pending
+    assert [(e.type, e.count) for e in entries] == [
+        ("input_audio_buffer.append", 3), ("response.create", 1), ("response.output_text.delta", 2),
+        ("response.output_audio.delta", 1)]
+    assert chunk not in json.dumps([e.data for e in entries])
+    assert entries[0].data["audio_bytes"] >= 3 * 4800
+    assert entries[2].data["delta"] == "Hello"
+
+
+def test_long_strings_are_cut_and_a_session_is_bounded(monkeypatch):
+    monkeypatch.setattr(timeline, "TIMELINE_MAX_EVENTS", 5)
+    note_text("client", {"type": "session.update", "session": {"instructions": "x" * 10_000}})
+    assert "characters elided" in timeline._writer.pending[0].data["session"]["instructions"]
+    for n in range(10):
+        note_text("upstream", {"type": f"event.{n}"})
+    types = [e.type for e in timeline._writer.pending]
+    assert len(types) == 6 and types[-1] == "timeline.truncated"
+
+
+def test_a_tap_notes_both_directions_and_passes_everything_through():
+    class Upstream:
+        sent: list = []
+
+        async def send(self, message):
+            self.sent.append(message)
+
+        async def recv(self):
+            return '{"type": "session.created"}'
+
+        async def close(self):
+            return "closed"
+
+    import asyncio
+
+    upstream = Upstream()
+    tap = timeline.timeline_tap(upstream, project_id=1, session_id="s")
+
+    async def run():
+        await tap.send('{"type": "response.create"}')
+        assert await tap.recv() == '{"type": "session.created"}'
+        assert await tap.close() == "closed"
+
+    asyncio.run(run())
+    assert upstream.sent == ['{"type": "response.create"}']
+    assert [(e.direction, e.type) for e in timeline._writer.pending] == [
+        ("client", "response.create"), ("upstream", "session.created")]
+    assert timeline._writer.sessions[(1, "s")].ended
