@@ -83,12 +83,19 @@ def fast_rules(settings):
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)
 async def settled(transactional_db):
-    """Each test ends once every session it opened has been released (its record ended), so nothing
-    of it reaches the next test's database."""
+    """Each test ends once every session it opened has been released (its record ended) and the
+    in-process server's background writers (usage, timeline) have written what they hold, so nothing
+    of it reaches the next test's database (SQLite's shared in-memory database locks a table while
+    another thread writes it)."""
+    from accounts.billing.writer import usage_writer_close
+    from realtime.sessions.timeline import timeline_flush
+
     yield
     async with asyncio.timeout(TIMEOUT):
         while await sync_to_async(SessionRecord.objects.filter(ended_at__isnull=True).exists)():
             await asyncio.sleep(0.05)  # released in the server's own time
+    await usage_writer_close()
+    await timeline_flush()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
