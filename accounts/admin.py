@@ -19,6 +19,7 @@ from accounts.models import (
     UsageRecord,
     User,
 )
+from accounts.services import api_key_revoke
 
 
 @admin.register(User)
@@ -67,9 +68,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "key_id", "prefix", "project__slug"]
     readonly_fields = [
         "id", "key_id", "project", "environment", "prefix", "digest", "last4", "created_by", "created_at",
-        "last_used_at", "rotated_from", "rotation_grace_ends_at",
+        "last_used_at", "rotated_from", "rotation_grace_ends_at", "revoked_at",
     ]
-    fields = readonly_fields[:3] + ["name"] + readonly_fields[3:] + ["expires_at", "revoked_at"]
+    fields = readonly_fields[:3] + ["name"] + readonly_fields[3:] + ["expires_at"]
+    # revoked_at is read-only: revoking goes through the revoke service (cache, live sessions' notice).
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected keys (live sessions are closed)")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key)
+        self.message_user(request, f"{queryset.count()} key(s) revoked.")
 
     def has_add_permission(self, request):
         # A key made here would have no secret anyone could see: create keys in the portal, API or createkey.

@@ -160,6 +160,36 @@ class _KeyCache:
 key_cache = _KeyCache()
 
 
+def api_key_unusable_reason(
+    *, revoked_at: datetime | None, expires_at: datetime | None, rotation_grace_ends_at: datetime | None,
+    now: datetime,
+) -> str | None:
+    """THE key-usability rule, used by every entry point (keys, tokens, the gateway's re-check): None
+    when usable, else the KeyRejected reason. Any ``revoked_at`` revokes (a date set ahead of time
+    does not postpone it: revoking goes through accounts.services.api_key_revoke, which stamps now)."""
+    if revoked_at is not None:
+        return "revoked_key"
+    if expires_at is not None and now >= expires_at:
+        return "expired_key"
+    if rotation_grace_ends_at is not None and now >= rotation_grace_ends_at:
+        return "rotated_key"
+    return None
+
+
+_KEY_STATE_FIELDS = ("pk", "revoked_at", "expires_at", "rotation_grace_ends_at")
+
+
+def api_keys_unusable(*, api_key_pks: list[str]) -> list[str]:
+    """Those of ``api_key_pks`` that may no longer be used (revoked, expired, rotated out, deleted), in
+    one query: the periodic re-check behind revocation notices."""
+    from accounts.models import ApiKey
+
+    now = timezone.now()
+    rows = {str(row.pop("pk")): row for row in ApiKey.objects.filter(pk__in=api_key_pks).values(*_KEY_STATE_FIELDS)}
+    return [pk for pk in api_key_pks
+            if str(pk) not in rows or api_key_unusable_reason(**rows[str(pk)], now=now) is not None]
+
+
 def _check_validity(verified: VerifiedKey, now: datetime) -> None:
     if verified.valid_until is not None and now >= verified.valid_until:
         if verified.expires_at is not None and now >= verified.expires_at:
@@ -191,8 +221,10 @@ def api_key_verify(*, raw: str | None) -> VerifiedKey:
         )
         if row is None:
             raise KeyRejected("unknown_key")
-        if row.revoked_at is not None and row.revoked_at <= now:
-            raise KeyRejected("revoked_key")
+        reason = api_key_unusable_reason(revoked_at=row.revoked_at, expires_at=row.expires_at,
+                                         rotation_grace_ends_at=row.rotation_grace_ends_at, now=now)
+        if reason is not None:
+            raise KeyRejected(reason)
         ends = [t for t in (row.expires_at, row.rotation_grace_ends_at) if t is not None]
         verified = VerifiedKey(
             pk=str(row.id),
@@ -205,7 +237,6 @@ def api_key_verify(*, raw: str | None) -> VerifiedKey:
             expires_at=row.expires_at,
             valid_until=min(ends) if ends else None,
         )
-        _check_validity(verified, now)
         key_cache.put(digest, verified)
     else:
         _check_validity(verified, now)

@@ -1,15 +1,19 @@
-"""Dialects benchmark: what the tasks and conversation adapters cost on top of their references.
+"""Dialects benchmark: what the tasks, conversation and rooms adapters cost on top of their references.
 
 Per run, on fresh processes on loopback (daphne serving project.asgi:application, a throwaway
 PostgreSQL database, Redis):
-  tasks ping       one connection, sequential ``ping`` tasks: round-trip p50/p95. Every result goes
-                   through the redelivery outbox (Redis, or in-process without REDIS_URL) and a
-                   channel-layer notice. Reference: bench/tasks_reference.py, the same exchange with
-                   no auth, database, buffer or notice.
+  tasks ping       one connection, sequential ``ping`` tasks: round-trip p50/p95. A result goes
+                   straight to the connection of its session and is confirmed by a WebSocket ping
+                   (one per 50 ms of results). Reference: bench/tasks_reference.py, the same
+                   exchange with no auth, database, buffer or confirmation.
   tasks throughput CONNECTIONS connections, each keeping WINDOW pings in flight: tasks per second.
   conversation     one connection, sequential ConversationRequests answered by the built-in local agent
                    (text): p50 per turn. Reference: the same turn through the realtime dialect
                    (conversation.item.create + response.create until response.done) on the same server.
+  rooms fan-out    ROOM_CLIENTS Socket.IO clients in one room (python-socketio's AsyncClient, WebSocket
+                   transport); one of them sends: the time until every client has a message (p50 over
+                   sequential messages), and deliveries per second for a burst. Reference:
+                   bench/rooms_reference.py, a bare python-socketio server under daphne.
 
 Medians over runs; ratios are taken within each run, then their median. ``python bench/dialects.py``
 writes the dialects section of bench/README.md and bench/results/dialects.json; ``--no-write`` prints.
@@ -51,7 +55,9 @@ SECTION_END = "<!-- dialects:end -->"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/switchboard_bench_dialects"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/11"
 # Persistent database connections, as in production: the conversation dialect writes each exchange.
-BENCH_ENV = {**GATEWAY_ENV, "TASKS_MAX_PENDING": "1000", "DATABASE_CONN_MAX_AGE": "60"}
+BENCH_ENV = {**GATEWAY_ENV, "TASKS_MAX_PENDING": "1000", "DATABASE_CONN_MAX_AGE": "60",
+             "ROOMS_MESSAGES_PER_SECOND": "1000000", "ROOMS_MESSAGE_BURST": "1000000",
+             "REALTIME_MAX_SESSIONS_PER_KEY": "1000"}
 
 
 def gateway_env(database_url: str, redis_url: str | None) -> dict:
@@ -163,6 +169,47 @@ async def realtime_turns(server_url: str, key: str, count: int) -> list[float]:
     return times
 
 
+async def rooms_open(http_url: str, key: str | None, count: int):
+    import socketio
+
+    clients = []
+    for n in range(count):
+        client = socketio.AsyncClient(reconnection=False)
+        inbox: asyncio.Queue = asyncio.Queue()
+        client.on("message", inbox.put_nowait)
+        await client.connect(http_url, auth={"apiKey": key} if key else None, transports=["websocket"],
+                             wait_timeout=30)
+        clients.append((client, inbox))
+    return clients
+
+
+async def rooms_fanout(http_url: str, key: str | None, clients: int, messages: int, burst: int) -> dict:
+    room = await rooms_open(http_url, key, clients)
+    sender = room[0][0]
+    try:
+        times = []
+        for n in range(messages):
+            text = f"m{n}"
+            started = time.perf_counter()
+            await sender.emit("message", text)
+            for _client, inbox in room:
+                while await asyncio.wait_for(inbox.get(), 30) != text:
+                    pass
+            times.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        for n in range(burst):
+            await sender.emit("message", f"b{n}")
+        last = f"b{burst - 1}"
+        for _client, inbox in room:
+            while await asyncio.wait_for(inbox.get(), 60) != last:
+                pass
+        elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(client.disconnect() for client, _ in room))
+    return {"p50": statistics.median(times), "p95": percentile(times, 0.95),
+            "deliveries_per_s": clients * burst / elapsed}
+
+
 # --- Runs -----------------------------------------------------------------------------------------
 
 def start_run(args, logs: Path, number: int):
@@ -176,12 +223,19 @@ def start_run(args, logs: Path, number: int):
     servers["reference"] = start_server(f"reference-{number}",
                                         [sys.executable, "bench/tasks_reference.py", "--port", str(port)],
                                         os.environ.copy(), logs, port)
+    port = free_port()
+    servers["rooms-reference"] = start_server(
+        f"rooms-reference-{number}",
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.rooms_reference:application"],
+        os.environ.copy(), logs, port)
     return servers
 
 
 async def one_run(servers, key: str, deployment_key: str, args) -> dict:
-    result: dict = {"ping": {}, "throughput": {}, "turns": {}}
+    result: dict = {"ping": {}, "throughput": {}, "turns": {}, "rooms": {}}
     for name, server in servers.items():
+        if name == "rooms-reference":
+            continue
         url = f"ws://127.0.0.1:{server.port}" + ("/v1/" if name != "reference" else "/")
         await tasks_latency(url, key, 20)  # warm-up: connections, caches
         times = await tasks_latency(url, key, args.pings)
@@ -193,6 +247,12 @@ async def one_run(servers, key: str, deployment_key: str, args) -> dict:
     await realtime_turns(gateway, key, 3)
     result["turns"]["conversation"] = statistics.median(await conversation_turns(gateway, key, deployment_key, args.turns))
     result["turns"]["realtime"] = statistics.median(await realtime_turns(gateway, key, args.turns))
+    for name in ("gateway-redis", "gateway-inprocess", "rooms-reference"):
+        http_url = f"http://127.0.0.1:{servers[name].port}"
+        credential = None if name == "rooms-reference" else key
+        await rooms_fanout(http_url, credential, 2, 5, 10)  # warm-up
+        result["rooms"][name] = await rooms_fanout(http_url, credential, args.room_clients, args.room_messages,
+                                                   args.room_burst)
     return result
 
 
@@ -206,6 +266,13 @@ def summarize(runs: list[dict]) -> dict:
         "throughput": {name: {"per_s": med(r["throughput"][name] for r in runs),
                               "x_reference": med(r["throughput"][name] / r["throughput"]["reference"] for r in runs)}
                        for name in names},
+        "rooms": {name: {"p50": med(r["rooms"][name]["p50"] for r in runs),
+                         "p95": med(r["rooms"][name]["p95"] for r in runs),
+                         "deliveries_per_s": med(r["rooms"][name]["deliveries_per_s"] for r in runs),
+                         "x_reference": med(r["rooms"][name]["p50"] / r["rooms"]["rooms-reference"]["p50"] for r in runs),
+                         "throughput_x_reference": med(r["rooms"][name]["deliveries_per_s"]
+                                                       / r["rooms"]["rooms-reference"]["deliveries_per_s"] for r in runs)}
+                  for name in runs[0]["rooms"]},
         "turns": {"conversation": med(r["turns"]["conversation"] for r in runs),
                   "realtime": med(r["turns"]["realtime"] for r in runs),
                   "x_realtime": med(r["turns"]["conversation"] / r["turns"]["realtime"] for r in runs)},
@@ -215,14 +282,17 @@ def summarize(runs: list[dict]) -> dict:
 def render(summary: dict, meta: dict) -> str:
     out = [SECTION_BEGIN, "## Dialects (`bench/dialects.py`)", "",
            f"Measured {meta['date']} on {meta['machine']}. Median of {meta['runs']} runs (fresh processes each); "
-           f"ratios are taken within each run, then their median. The 1-minute load average was "
-           f"{meta['load_before']:.1f} before and {meta['load_after']:.1f} after (other work on the shared machine is noise).",
+           f"ratios are taken within each run (gateway and reference measured side by side), then their median. "
+           f"The machine is shared with other engineers' test runs and was "
+           f"{'busy' if max(meta['load_before'], meta['load_after']) > 1.5 else 'quiet'}: the 1-minute load average "
+           f"was {meta['load_before']:.1f} before and {meta['load_after']:.1f} after; absolute times are noisy, "
+           "the ratios less so.",
            "", "Run: `.venv/bin/python bench/dialects.py` (`--help` for options). Needs PostgreSQL and Redis on loopback.",
            "",
            f"**Tasks** (`ws /v1/`): `ping` round trips on one connection ({meta['pings']} per run), and throughput with "
            f"{meta['connections']} connections keeping {meta['window']} pings in flight each. *gateway-redis*: REDIS_URL "
-           "set (session registry, redelivery buffer and channel layer in Redis; a result for a client attached to "
-           "the same process goes straight to it); *gateway-inprocess*: the embedded defaults (no REDIS_URL); "
+           "set (session registry and redelivery buffer in Redis; a result for a client attached to "
+           "the same process goes straight to it, confirmed by one WebSocket ping per 50 ms of results); *gateway-inprocess*: the embedded defaults (no REDIS_URL); "
            "*reference*: `bench/tasks_reference.py`, the same exchange with nothing else.", "",
            "| target | p50 ms | p95 ms | p50 × reference | tasks/s | throughput × reference |",
            "|---|---:|---:|---:|---:|---:|"]
@@ -237,7 +307,19 @@ def render(summary: dict, meta: dict) -> str:
             "`DATABASE_CONN_MAX_AGE=60` (persistent database connections, as in production).", "",
             "| dialect | p50 ms per turn |", "|---|---:|",
             f"| conversation | {turns['conversation']:.2f} |", f"| realtime (reference) | {turns['realtime']:.2f} |",
-            f"| ratio | {turns['x_realtime']:.2f}× |", "", SECTION_END]
+            f"| ratio | {turns['x_realtime']:.2f}× |",
+            f"| difference | {turns['conversation'] - turns['realtime']:+.2f} ms |", "",
+            f"**Rooms fan-out** (`/socket.io/`, WebSocket transport): {meta['room_clients']} clients in one room, one "
+            f"of them sending; p50/p95 of the time until every client has a message ({meta['room_messages']} "
+            f"sequential messages), and deliveries per second for a burst of {meta['room_burst']}. *rooms-reference*: "
+            "`bench/rooms_reference.py`, a bare python-socketio server under daphne on the same machine. "
+            "*gateway-redis* broadcasts through python-socketio's Redis manager (as across processes).", "",
+            "| target | p50 ms | p95 ms | p50 × reference | deliveries/s | throughput × reference |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, row in summary["rooms"].items():
+        out.append(f"| {name} | {row['p50']:.2f} | {row['p95']:.2f} | {row['x_reference']:.2f} | "
+                   f"{row['deliveries_per_s']:,.0f} | {row['throughput_x_reference']:.2f} |")
+    out += ["", SECTION_END]
     return "\n".join(out)
 
 
@@ -253,6 +335,9 @@ def parse_args(argv=None):
     parser.add_argument("--per-connection", type=int, default=300)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--turns", type=int, default=30)
+    parser.add_argument("--room-clients", type=int, default=20)
+    parser.add_argument("--room-messages", type=int, default=100)
+    parser.add_argument("--room-burst", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 run, fewer events (implies --no-write)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -260,6 +345,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.pings, args.per_connection, args.turns, args.no_write = 1, 100, 50, 5, True
+        args.room_messages, args.room_burst = 20, 50
     return args
 
 
@@ -282,6 +368,7 @@ def main(argv=None) -> int:
     summary = summarize(runs)
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "runs": args.runs,
             "pings": args.pings, "connections": args.connections, "window": args.window, "turns": args.turns,
+            "room_clients": args.room_clients, "room_messages": args.room_messages, "room_burst": args.room_burst,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
     section = render(summary, meta)
     print(section)

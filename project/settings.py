@@ -308,7 +308,7 @@ BILLING_SPOOL_DIR = env_str("BILLING_SPOOL_DIR", str(BASE_DIR / "var" / "usage-s
 AGENT_TEST_TIMEOUT_SECONDS = env_float("AGENT_TEST_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 REALTIME_BUDGET_GRACE_SECONDS = env_float("REALTIME_BUDGET_GRACE_SECONDS", 10.0, minimum=0)
 
-# --- Tasks dialect (seed 001: realtime/dialects/tasks/consumer.py, realtime/dialects/tasks/) -----------------------
+# --- Tasks dialect (seed 001: realtime/dialects/tasks/connection.py, realtime/dialects/tasks/) -----------------------
 # Undeliverable task results wait this long for the client to reconnect with its connectionSessionUUID.
 TASKS_BUFFER_SECONDS = env_int("TASKS_BUFFER_SECONDS", 120, minimum=1)
 TASKS_BUFFER_MAX_MESSAGES = env_int("TASKS_BUFFER_MAX_MESSAGES", 500, minimum=1)

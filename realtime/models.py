@@ -26,7 +26,9 @@ class SigningKey(models.Model):
 class SessionRecord(models.Model):
     """One client session through the gateway, for the sessions page (live and recent)."""
 
-    session_id = models.CharField(max_length=100, db_index=True)
+    session_id = models.CharField(max_length=100, db_index=True)  # the gateway's own, unique per session
+    # The client's own id for it (seed 004 ``key``, seed 001 ``connectionSessionUUID``), reusable over time.
+    client_key = models.CharField(max_length=100, blank=True, db_index=True)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="session_records")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     key_id = models.CharField(max_length=32, blank=True)

@@ -43,3 +43,20 @@ def test_non_staff_cannot_use_admin(owner):
     client = Client()
     client.force_login(owner)
     assert client.get("/admin/accounts/apikey/").status_code == 302
+
+
+def test_revoking_from_the_admin_goes_through_the_revoke_service(operator, dev_key):
+    from accounts.keys import KeyRejected, api_key_verify, key_cache
+
+    row, raw = dev_key
+    api_key_verify(raw=raw)  # cached as usable in this process
+    page = operator.get(f"/admin/accounts/apikey/{row.pk}/change/").content.decode()
+    assert 'name="revoked_at' not in page  # no date to edit by hand (a future one used to keep the key working)
+    response = operator.post("/admin/accounts/apikey/", {"action": "revoke", "_selected_action": [str(row.pk)]})
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.revoked_at is not None
+    with pytest.raises(KeyRejected) as rejected:  # the service cleared the cache: refused at once
+        api_key_verify(raw=raw)
+    assert rejected.value.reason == "revoked_key"
+    key_cache.clear()

@@ -139,3 +139,27 @@ def test_last_used_is_written_at_most_once_a_minute(dev_key):
         api_key_verify(raw=raw)
     assert not any(q["sql"].lstrip().upper().startswith("UPDATE") for q in queries)
     assert ApiKey.objects.get(pk=row.pk).last_used_at == first
+
+
+def test_one_key_rule_everywhere_a_revocation_date_ahead_still_revokes(dev_key):
+    """accounts.keys.api_key_unusable_reason is the one rule: key verification, token minting and the
+    gateway's re-check agree (a revoked_at set in the future used to authenticate while live sessions
+    were closed)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.keys import KeyRejected, api_key_verify, api_keys_unusable, key_cache
+    from accounts.models import ApiKey
+    from realtime.gateway.tokens import TokenRejected, token_mint
+
+    row, raw = dev_key
+    ApiKey.objects.filter(pk=row.pk).update(revoked_at=timezone.now() + timedelta(days=1))
+    key_cache.clear()
+    with pytest.raises(KeyRejected) as rejected:
+        api_key_verify(raw=raw)
+    assert rejected.value.reason == "revoked_key"
+    with pytest.raises(TokenRejected) as refused:
+        token_mint(api_key_pk=str(row.pk))
+    assert refused.value.reason == "token_key_revoked"
+    assert api_keys_unusable(api_key_pks=[str(row.pk)]) == [str(row.pk)]

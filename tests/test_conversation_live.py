@@ -88,7 +88,10 @@ async def test_seed_002_example_and_resume_with_the_local_agent(server_factory, 
         assert response["messages"][0]["text"] == "I heard you. You said: What date?."
 
     conversation = await sync_to_async(Conversation.objects.get)(conversation_id=conversation_id)
-    turns = await sync_to_async(lambda: list(conversation.turns.values_list("role", "text")))()
+    # Stored after the answer leaves (the answer never waits on the database), before the connection ends.
+    async with asyncio.timeout(15):
+        while len(turns := await sync_to_async(lambda: list(conversation.turns.values_list("role", "text")))()) < 8:
+            await asyncio.sleep(0.05)  # written by the server process; no event reaches the test
     assert turns == [
         ("user", "Book a flight to London"), ("assistant", "I heard you. You said: Book a flight to London."),
         ("user", "first"), ("assistant", "I heard you. You said: first."),

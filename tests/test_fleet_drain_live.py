@@ -111,7 +111,8 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
     # Every record closed with the reason; every relayed second of audio in the ledger.
     records = fleet.postgres.sql("select session_id, dialect, ended_at is not null, close_reason "
                                  "from realtime_sessionrecord")
-    assert sorted(dialect for _, dialect, _, _ in records) == ["conversation"] + ["realtime"] * SESSIONS
+    # Every dialect's connection is a recorded session (the tasks connection too), ended with the reason.
+    assert sorted(dialect for _, dialect, _, _ in records) == ["conversation"] + ["realtime"] * SESSIONS + ["tasks"]
     assert all(ended and reason == "server_shutting_down" for _, _, ended, reason in records), records
     session_ids = [session_id for session_id, dialect, _, _ in records if dialect == "realtime"]
     ledger = fleet.postgres.sql(

@@ -60,10 +60,10 @@ async def test_sigkill_failover_within_five_seconds_with_slots_free(cluster_fact
     async def fail_over(session_key: str) -> tuple[float, dict, list[str]]:
         # A resume of the lost session is answered at once, with a code the client can act on:
         # session_elsewhere (retry) while the dead process's heartbeat has not lapsed, then
-        # session_expired (start a new session).
+        # session_not_resumable (start a new session).
         while True:
             asked = time.monotonic()
-            ws, first = await open_session(fleet.entry.ws_url, key, session_key=session_key)
+            ws, first = await open_session(fleet.entry.ws_url, key, session_key=session_key, resume=True)
             answered = time.monotonic() - asked
             await ws.close()
             assert first["type"] == "error", first
@@ -80,7 +80,7 @@ async def test_sigkill_failover_within_five_seconds_with_slots_free(cluster_fact
 
     results = await asyncio.gather(*(fail_over(session_key) for session_key, _ in lost))
     for streaming_after, resume, _refusals in results:
-        assert resume["code"] == "session_expired", resume
+        assert resume["code"] == "session_not_resumable", resume
         assert resume["answered"] < 1.0, resume
         assert streaming_after < FAILOVER_SECONDS, results
     # The survivor's own sessions never noticed.

@@ -33,10 +33,11 @@ async def test_api_key_session_relays_every_event_unchanged_and_in_order(server_
             created = await recv_json(ws)
             assert created["type"] == "session.created"
             up = await upstream.next_connection()
-            # The upstream got the agent's credential from the header template, and the session id.
+            # The upstream got the agent's credential from the header template, and the session id: the
+            # gateway's own, unique per session (a client's key is reusable and tenant-scoped).
             assert up.headers["Authorization"] == "Bearer upstream-secret-123"
             session_id = up.headers["X-Session"]
-            assert session_id.startswith(f"order-{auth.__name__}-")
+            assert session_id.startswith("sess_") and f"order-{auth.__name__}" not in session_id
             assert f"session={session_id}" in up.path
 
             # Client to upstream: 200 events, byte for byte and in order (odd spacing kept as sent).

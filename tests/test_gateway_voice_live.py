@@ -42,14 +42,13 @@ async def test_a_spoken_turn_through_the_gateway_to_the_local_agent(server_facto
         assert done["response"]["status"] == "completed"
         text_in = done["response"]["usage"]["input_token_details"]["text_tokens"]
         text_out = done["response"]["usage"]["output_token_details"]["text_tokens"]
-    session_id = f"voice-{RUN}"
-
     def ended():
-        return SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=False).exists()
+        return SessionRecord.objects.filter(client_key=f"voice-{RUN}", ended_at__isnull=False).first()
 
     async with asyncio.timeout(15):
-        while not await sync_to_async(ended)():
+        while (record := await sync_to_async(ended)()) is None:
             await asyncio.sleep(0.1)  # the server process ends the session after the client leaves
+    session_id = record.session_id  # the ledger's id of this session
 
     def totals():
         result = {}

@@ -1,5 +1,6 @@
-"""Resume: a dropped client's upstream session is kept for the resume window, its events buffered and
-replayed in order on reconnect by the same project; other projects are refused; later, session_expired."""
+"""Resume (explicit: ``resume=1``): a dropped client's upstream session is kept for the resume window,
+its events buffered and replayed in order after ``session.resumed``; other tenants hear what an unknown
+key hears (session_not_resumable), as does everyone once the window has passed."""
 from __future__ import annotations
 
 import asyncio
@@ -43,7 +44,10 @@ async def test_resume_within_the_window_replays_missed_events_in_order(server_fa
         missed = [{"type": "response.output_text.delta", "delta": f"m{n}"} for n in range(20)]
         for event in missed:
             await up.emit(event)
-        async with await connect(session_url(server, "resume-1"), bearer(raw)) as again:
+        async with await connect(session_url(server, "resume-1", resume=1), bearer(raw)) as again:
+            resumed = await recv_json(again)
+            assert resumed["type"] == "session.resumed"
+            assert resumed["session"]["replayed_events"] == len(missed)
             replayed = [await recv_json(again) for _ in missed]
             assert replayed == missed
             # ...and the same upstream session goes on.
@@ -63,16 +67,18 @@ async def test_another_project_cannot_resume_a_session(server_factory, project, 
         ws = await connect(session_url(server, "resume-theirs"), bearer(raw))
         await recv_json(ws)
         await drop(ws, server)
-        async with await connect(session_url(server, "resume-theirs"), bearer(other_raw)) as thief:
+        async with await connect(session_url(server, "resume-theirs", resume=1), bearer(other_raw)) as thief:
             error, code = await expect_refusal(thief)
-        assert (error["code"], code) == ("session_forbidden", 4403)
+        # The same answer as for a key never used: nothing tells that another tenant uses this id.
+        assert (error["code"], code) == ("session_not_resumable", 4410)
         # The owner still can.
-        async with await connect(session_url(server, "resume-theirs"), bearer(raw)) as again:
+        async with await connect(session_url(server, "resume-theirs", resume=1), bearer(raw)) as again:
+            assert (await recv_json(again))["type"] == "session.resumed"
             await again.send(json.dumps({"type": "response.create"}))
             await recv_until(again, "response.done")
 
 
-async def test_after_the_window_the_answer_is_session_expired(server_factory, project, dev_key):
+async def test_after_the_window_the_answer_is_session_not_resumable(server_factory, project, dev_key):
     _, raw = dev_key
     async with ScriptedUpstream() as upstream:
         await make_custom_deployment(project, upstream.url)
@@ -83,9 +89,9 @@ async def test_after_the_window_the_answer_is_session_expired(server_factory, pr
         await drop(ws, server)
         # The gateway lets go of the upstream when the window closes.
         await asyncio.wait_for(up.ws.wait_closed(), 10)
-        async with await connect(session_url(server, "resume-late"), bearer(raw)) as again:
+        async with await connect(session_url(server, "resume-late", resume=1), bearer(raw)) as again:
             error, code = await expect_refusal(again)
-        assert (error["code"], code) == ("session_expired", 4410)
+        assert (error["code"], code) == ("session_not_resumable", 4410)
 
 
 async def test_an_overflowing_resume_buffer_ends_the_session(server_factory, project, dev_key):
@@ -100,9 +106,9 @@ async def test_an_overflowing_resume_buffer_ends_the_session(server_factory, pro
         for n in range(5):
             await up.emit({"type": "response.output_text.delta", "delta": f"m{n}"})
         await asyncio.wait_for(up.ws.wait_closed(), 10)
-        async with await connect(session_url(server, "resume-full"), bearer(raw)) as again:
+        async with await connect(session_url(server, "resume-full", resume=1), bearer(raw)) as again:
             error, code = await expect_refusal(again)
-        assert (error["code"], code) == ("session_expired", 4410)
+        assert (error["code"], code) == ("session_not_resumable", 4410)
 
 
 async def test_any_process_knows_where_a_session_lives(server_factory, project, dev_key, other_key):
@@ -114,14 +120,15 @@ async def test_any_process_knows_where_a_session_lives(server_factory, project, 
         ws = await connect(session_url(first, "resume-where"), bearer(raw))
         await recv_json(ws)
         await drop(ws, first)
-        async with await connect(session_url(second, "resume-where"), bearer(raw)) as elsewhere:
+        async with await connect(session_url(second, "resume-where", resume=1), bearer(raw)) as elsewhere:
             error, code = await expect_refusal(elsewhere)
         assert (error["code"], code) == ("session_elsewhere", 4421)
         assert str(first.process.pid) in error["message"]
-        async with await connect(session_url(second, "resume-where"), bearer(other_raw)) as thief:
+        async with await connect(session_url(second, "resume-where", resume=1), bearer(other_raw)) as thief:
             error, code = await expect_refusal(thief)
-        assert (error["code"], code) == ("session_forbidden", 4403)
-        async with await connect(session_url(first, "resume-where"), bearer(raw)) as again:
+        assert (error["code"], code) == ("session_not_resumable", 4410)
+        async with await connect(session_url(first, "resume-where", resume=1), bearer(raw)) as again:
+            assert (await recv_json(again))["type"] == "session.resumed"
             await again.send(json.dumps({"type": "response.create"}))
             await recv_until(again, "response.done")
 
@@ -133,8 +140,9 @@ async def test_a_second_connection_takes_the_session_over(server_factory, projec
         server = server_factory()
         async with await connect(session_url(server, "takeover"), bearer(raw)) as old:
             await recv_json(old)
-            async with await connect(session_url(server, "takeover"), bearer(raw)) as new:
+            async with await connect(session_url(server, "takeover", resume=1), bearer(raw)) as new:
                 error, code = await expect_refusal(old)
                 assert (error["code"], code) == ("session_replaced", 4409)
+                assert (await recv_json(new))["type"] == "session.resumed"
                 await new.send(json.dumps({"type": "response.create"}))
                 await recv_until(new, "response.done")

@@ -5,9 +5,13 @@ On connect: ``{"conversationId": …}``. A ConversationRequest ``{"request": {"u
 "userId"}`` becomes a user message item and a ``response.create`` (text modality) on a GatewaySession
 with the deployment's agent, and its reply comes back as a ConversationResponse ``{"messages": [{"text",
 "type": "text", "messageId"}], "conversationId"}``. Requests are answered one at a time, in order.
-Turns are stored; resuming with ``conversationId`` replays them to the agent first. Errors:
+Turns are stored (after the answer leaves, in order, by one writer task: the answer never waits on the
+database); resuming with ``conversationId`` replays them to the agent first. Errors:
 ``{"error": {"code", "message"}[, "conversationId"]}``; refusals of the connection then close with a
 44xx/45xx code. Closing the socket closes the upstream session.
+
+A plain ASGI application (no Channels consumer, no thread hop per message); every session rule is the
+lifecycle's (realtime.gateway.lifecycle, held by the GatewaySession), only seed 002 is spoken here.
 """
 from __future__ import annotations
 
@@ -18,16 +22,17 @@ import uuid
 
 import orjson
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime.dialects.conversation_store import (
     ConversationNotFound,
-    conversation_exchange_record,
+    conversation_exchange_turns,
     conversation_history,
     conversation_open,
+    conversation_turns_save,
 )
-from realtime.gateway.auth import AuthFailed, api_key_authenticate, origin_check, scope_query
+from realtime.gateway.auth import AuthFailed, scope_query
+from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import (
     CLOSE_BAD_REQUEST,
     CLOSE_INTERNAL,
@@ -36,6 +41,7 @@ from realtime.gateway.limits import (
     ClientGate,
     GatewayError,
 )
+from realtime.gateway.outbox import ClientOutbox
 from realtime.gateway.session import GatewaySession, SessionRefused, session_connect
 
 logger = logging.getLogger(__name__)
@@ -72,16 +78,51 @@ class _Reply:
             self.done.set_result(error)
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
-    async def connect(self):
+class ConversationConnection:
+    def __init__(self, scope, send):
+        self.scope = scope
         self.session: GatewaySession | None = None
         self.conversation = None
         self.gate = ClientGate()
         self.requests: asyncio.Queue = asyncio.Queue(maxsize=settings.CONVERSATION_MAX_PENDING)
         self.reply: _Reply | None = None
         self.worker: asyncio.Task | None = None
+        self.writer: asyncio.Task | None = None
+        self._writes: asyncio.Queue = asyncio.Queue()
+        self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
+        self._main: asyncio.Task | None = None
+
+    def _abandon(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+
+    async def run(self, receive) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        self._main = asyncio.current_task()
+        close_code = None
         # Accept first so a refusal can say why (an error message, then a close code).
-        await self.accept()
+        await self.outbox.accept(None, name=f"conversation-outbox:{id(self):x}")
+        try:
+            await self._connect()
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    await self.receive(message.get("text"))
+                elif message["type"] == "websocket.disconnect":
+                    close_code = message.get("code")
+                    break
+        except asyncio.CancelledError:
+            if not self.outbox.abandoned:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            await self.outbox.stop()
+            await self.disconnect(close_code)
+
+    async def _connect(self) -> None:
         try:
             auth, deployment_key, conversation_id = await self._parameters()
             self.conversation, resumed = await self._open(auth, deployment_key, conversation_id)
@@ -89,16 +130,29 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                                                  deployment_key=deployment_key, server=self.scope.get("server"))
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
-            await self.close(code=exc.error.close_code)
+            await self.end(code=exc.error.close_code or CLOSE_BAD_REQUEST, reason=exc.error.code)
             return
+        self.scope = None
         await self.session.from_client(TEXT_ONLY, {"type": "session.update"})
         if resumed:
             history = await database_sync_to_async(conversation_history)(conversation_pk=self.conversation.pk)
             for role, text in history:
                 await self.session.from_client(*_item_event(role, text))
-        await self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
+        self.send(orjson.dumps({"conversationId": str(self.conversation.conversation_id)}).decode())
         self.worker = asyncio.create_task(self._answer_requests(), name=f"conversation:{self.conversation.conversation_id}")
         self.worker.add_done_callback(self._worker_done)
+        self.writer = asyncio.create_task(self._write_exchanges(), name=f"conversation-writer:{id(self):x}")
+
+    async def _write_exchanges(self) -> None:
+        pk = self.conversation.pk
+        while (turns := await self._writes.get()) is not None:
+            try:
+                await database_sync_to_async(conversation_turns_save)(conversation_pk=pk, turns=turns)
+            except Exception:  # the database is away: the client has its answer; the history misses it
+                logger.exception("conversation %s: an exchange could not be stored", self.conversation.conversation_id)
+
+    def send(self, text: str) -> None:
+        self.outbox.push(text, bounded=False)
 
     def _worker_done(self, task: asyncio.Task) -> None:
         """A worker that dies of a bug (or a database failure) must not leave requests hanging unanswered."""
@@ -111,10 +165,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _parameters(self):
         query = scope_query(self.scope)
-        origin_check(self.scope)
         if not query.get("apiKey"):
             raise _refusal("missing_api_key", "The apiKey query parameter is required.", CLOSE_UNAUTHORIZED)
-        auth = await api_key_authenticate(raw=query["apiKey"])
+        auth = await session_admit(scope=self.scope, api_key=query["apiKey"])
         deployment_key = query.get("deploymentKey", "")
         if not deployment_key:
             raise _refusal("missing_deployment_key", "The deploymentKey query parameter is required.", CLOSE_BAD_REQUEST)
@@ -148,7 +201,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     # --- Client messages ----------------------------------------------------------------------------
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def receive(self, text_data: str | None) -> None:
         if self.session is None or self.session.closed:
             return
         if text_data is None:
@@ -188,22 +241,26 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _answer_requests(self) -> None:
         """One request at a time: the agent answers a turn before it hears the next."""
         pk = self.conversation.pk
+        session = self.session
+        assert session is not None  # started once the session is open
         while True:
             text, user_id = await self.requests.get()
-            self.session.meter_add("messages", 1)
+            session.meter_add("messages", 1)
             self.reply = reply = _Reply()
-            await self.session.from_client(*_item_event("user", text))
-            await self.session.from_client(orjson.dumps({"type": "response.create"}).decode(), {"type": "response.create"})
+            await session.from_client(*_item_event("user", text))
+            await session.from_client(orjson.dumps({"type": "response.create"}).decode(), {"type": "response.create"})
             error = await reply.done
             self.reply = None
-            # One write per exchange, before the answer leaves: a resumed conversation has every answered turn.
-            turns = await database_sync_to_async(conversation_exchange_record)(
-                conversation_pk=pk, user_text=text, user_id=user_id, replies=[] if error else reply.texts)
+            turns = conversation_exchange_turns(conversation_pk=pk, user_text=text, user_id=user_id,
+                                                replies=[] if error else reply.texts)
+            # One write per exchange, by the writer task in order: the answer does not wait on the
+            # database, and the connection's end waits for the writes (a resume then has every turn).
+            self._writes.put_nowait(turns)
             if error is not None:
                 await self.report(error)
                 continue
-            messages = [{"text": turn.text, "type": "text", "messageId": str(turn.message_id)} for turn in turns]
-            await self.send(orjson.dumps({"messages": messages,
+            messages = [{"text": turn.text, "type": "text", "messageId": str(turn.message_id)} for turn in turns[1:]]
+            self.send(orjson.dumps({"messages": messages,
                                           "conversationId": str(self.conversation.conversation_id)}).decode())
 
     # --- ClientLink: upstream events in, ConversationResponses out ------------------------------------
@@ -243,22 +300,40 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 reply.finish()
 
     async def report(self, error: GatewayError) -> None:
-        body = {"error": {"code": error.code, "message": error.message}}
+        body: dict[str, object] = {"error": {"code": error.code, "message": error.message}}
         if self.conversation is not None:
             body["conversationId"] = str(self.conversation.conversation_id)
-        await self.send(orjson.dumps(body).decode())
+        self.send(orjson.dumps(body).decode())
 
     async def end(self, *, code: int, reason: str) -> None:
-        await self.close(code=code)
+        self.outbox.close(code=code, reason=reason)
+
+    async def resumed(self, *, replayed: int) -> None:
+        """(A conversation resumes from its stored turns, never by session key.)"""
 
     # --- End ----------------------------------------------------------------------------------------
 
-    async def disconnect(self, code):
+    async def disconnect(self, code: int | None) -> None:
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
         if self.reply is not None:
             self.reply.finish()
+        if self.writer is not None:
+            self._writes.put_nowait(None)  # after every exchange already answered
+            try:
+                await asyncio.wait_for(asyncio.shield(self.writer), 10)
+            except TimeoutError:
+                logger.warning("conversation writes still pending at disconnect; left to finish")
         if self.session is not None:
             # Not resumable (the conversation is in the database): the upstream session ends now.
             await self.session.detach(self, close_code=code)
+
+
+def conversation_application():
+    """The ASGI application of the conversation route."""
+
+    async def application(scope, receive, send):
+        await ConversationConnection(scope, send).run(receive)
+
+    return application

@@ -46,17 +46,30 @@ def conversation_open(*, auth: ConnectionAuth, deployment_key: str, channel_key:
     return conversation, False
 
 
-def conversation_exchange_record(*, conversation_pk: int, user_text: str, user_id: str,
-                                 replies: list[str]) -> list[ConversationTurn]:
-    """Store one exchange (the user's turn and the agent's replies) in one transaction; returns the
-    reply turns, whose ``message_id`` the client is given."""
+def conversation_exchange_turns(*, conversation_pk: int, user_text: str, user_id: str,
+                                replies: list[str]) -> list[ConversationTurn]:
+    """One exchange (the user's turn, then the agent's replies) as unsaved turns with their
+    ``message_id``s, so the answer can leave before the write (no database wait on the relay path)."""
     turns = [ConversationTurn(conversation_id=conversation_pk, role=ConversationTurn.Role.USER, text=user_text,
                               message_id=uuid.uuid4(), user_id=user_id)]
     turns += [ConversationTurn(conversation_id=conversation_pk, role=ConversationTurn.Role.ASSISTANT, text=text,
                                message_id=uuid.uuid4()) for text in replies]
+    return turns
+
+
+def conversation_turns_save(*, conversation_pk: int, turns: list[ConversationTurn]) -> None:
+    """Store one exchange in one transaction."""
     with transaction.atomic():
         ConversationTurn.objects.bulk_create(turns)
         Conversation.objects.filter(pk=conversation_pk).update(updated_at=timezone.now())
+
+
+def conversation_exchange_record(*, conversation_pk: int, user_text: str, user_id: str,
+                                 replies: list[str]) -> list[ConversationTurn]:
+    """Store one exchange at once; returns the reply turns, whose ``message_id`` the client is given."""
+    turns = conversation_exchange_turns(conversation_pk=conversation_pk, user_text=user_text, user_id=user_id,
+                                        replies=replies)
+    conversation_turns_save(conversation_pk=conversation_pk, turns=turns)
     return turns[1:]
 
 

@@ -1,8 +1,12 @@
 """The realtime dialect (seed 004): events go to and from the upstream unchanged; the gateway only adds
 its own ``error`` events ``{type: "error", event_id, error: {type, code, message, param, event_id}}``.
 
-Routes: ``/api/v1/realtime/session?key=<session-id>&protocol=realtime`` (resumable by ``key``) and
-``/v1/realtime[?deployment=<deploymentKey>]`` (OpenAI style; a new session per connection).
+Routes: ``/api/v1/realtime/session?key=<session-id>&protocol=realtime[&resume=1]`` and
+``/v1/realtime[?deployment=<deploymentKey>]`` (OpenAI style; a new session per connection). ``key`` is
+the client's own id, scoped to the key's project and environment and reusable: a plain connect always
+starts a new session (``session.created``); ``resume=1`` attaches to the live one instead, answered
+first with ``{"type": "session.resumed", "event_id", "session": {"key", "replayed_events"}}`` and then
+the events buffered while the client was away (realtime.gateway.session, docs/realtime.md).
 
 A plain ASGI application rather than a Channels consumer: this is the relay's hot path, and a
 consumer costs per client event a thread hop (``aclose_old_connections`` before every handler), an
@@ -20,7 +24,8 @@ import orjson
 from django.conf import settings
 
 from realtime.gateway import availability, metrics
-from realtime.gateway.auth import AuthFailed, accepted_subprotocol, connection_authenticate, scope_query
+from realtime.gateway.auth import AuthFailed, accepted_subprotocol, scope_query
+from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import CLOSE_BAD_REQUEST, ClientGate, GatewayError
 from realtime.gateway.outbox import ClientOutbox
 from realtime.gateway.session import GatewaySession, SessionRefused, session_connect
@@ -53,12 +58,13 @@ class RealtimeConnection:
     """One client connection. Parses, calls the gateway core, renders errors; nothing else.
     It is the session's ClientLink: upstream events leave through a bounded ClientOutbox."""
 
-    __slots__ = ("scope", "session_endpoint", "session", "gate", "outbox", "_main")
+    __slots__ = ("scope", "session_endpoint", "session", "gate", "outbox", "_main", "_session_key")
 
     def __init__(self, scope, send, *, session_endpoint: bool):
         self.scope = scope
         self.session_endpoint = session_endpoint
         self.session: GatewaySession | None = None
+        self._session_key: str | None = None
         self.gate = ClientGate()
         self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
         self._main: asyncio.Task | None = None
@@ -86,7 +92,9 @@ class RealtimeConnection:
         except asyncio.CancelledError:
             if not self.outbox.abandoned:
                 raise
-            asyncio.current_task().uncancel()  # our own: the client stopped reading (see _abandon)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # our own: the client stopped reading (see _abandon)
         finally:
             await self.outbox.stop()
             if self.session is not None:
@@ -95,6 +103,7 @@ class RealtimeConnection:
     async def _open(self) -> None:
         query = scope_query(self.scope)
         session_id = None
+        resume = False
         try:
             refusal = availability.admission_check()  # an outage or a drain: refused at once
             if refusal is not None:
@@ -111,11 +120,13 @@ class RealtimeConnection:
                 if query["protocol"] != "realtime":
                     raise SessionRefused(_bad_request(
                         "unsupported_protocol", "Only protocol=realtime is supported.", close=True))
+                resume = query.get("resume", "0") in ("1", "true")
+                self._session_key = session_id
 
             async def admit() -> GatewaySession:
-                auth = await connection_authenticate(scope=self.scope)
+                auth = await session_admit(scope=self.scope)
                 return await session_connect(
-                    auth=auth, link=self, dialect="realtime", session_id=session_id,
+                    auth=auth, link=self, dialect="realtime", session_key=session_id, resume=resume,
                     deployment_key=query.get("deployment") or query.get("deploymentKey") or None,
                     server=self.scope.get("server"),
                 )
@@ -123,13 +134,13 @@ class RealtimeConnection:
             self.session = await availability.within_admission_bound(admit())
         except (AuthFailed, SessionRefused) as exc:
             await self.report(exc.error)
-            await self.end(code=exc.error.close_code, reason=exc.error.code)
+            await self.end(code=exc.error.close_code or CLOSE_BAD_REQUEST, reason=exc.error.code)
         except Exception as exc:
             error = availability.admission_failure(exc)
             if error is None:
                 raise
             await self.report(error)
-            await self.end(code=error.close_code, reason=error.code)
+            await self.end(code=error.close_code or CLOSE_BAD_REQUEST, reason=error.code)
 
     async def _receive(self, text: str | None) -> None:
         session = self.session
@@ -176,6 +187,12 @@ class RealtimeConnection:
 
     async def end(self, *, code: int, reason: str) -> None:
         self.outbox.close(code=code, reason=reason)
+
+    async def resumed(self, *, replayed: int) -> None:
+        self.outbox.push(orjson.dumps({
+            "type": "session.resumed", "event_id": "event_sb_" + uuid.uuid4().hex[:20],
+            "session": {"key": self._session_key, "replayed_events": replayed},
+        }).decode(), bounded=False)
 
 
 def realtime_application(*, session_endpoint: bool):

@@ -1,28 +1,33 @@
 """The rooms dialect (seed 003): python-socketio's ASGI server, mounted at ``/socket.io/`` in
 project.asgi.
 
-Handshake ``auth: {apiKey}``; a missing or refused key is a ``connect_error`` whose message says why and
-whose ``data.code`` is the stable code. A connection joins the room of its key's project and
-environment; a ``message`` event (a string) is broadcast to every client of that room, the sender
-included. Too large a message or too many per second answer with an ``error`` event
-``{code, message}`` and are not broadcast. A connection whose key is revoked gets an ``error`` event
-``key_revoked`` and is disconnected within REALTIME_KEY_RECHECK_SECONDS. With REDIS_URL,
-python-socketio's Redis manager carries room broadcasts between processes. Each broadcast message is
-metered (``messages``) for its key.
+Handshake ``auth: {apiKey}`` or ``auth: {token}`` (the short-lived JWT the realtime dialect accepts,
+so a browser needs no API key); a missing or refused credential is a ``connect_error`` whose message
+says why and whose ``data.code`` is the stable code. A connection joins the room of its key's project
+and environment; a ``message`` event (a string) is broadcast to every client of that room, the sender
+included. Too large a message or too many per second answer with an ``error`` event ``{code, message}``
+and are not broadcast. With REDIS_URL, python-socketio's Redis manager carries room broadcasts between
+processes. Each broadcast message is metered (``messages``) for its key.
+
+Every other rule is the session lifecycle's (realtime.gateway.lifecycle), as for the other dialects:
+the per-key concurrent cap (``too_many_sessions`` at connect), the session record, the idle timeout
+(no message sent) and the duration limit, the budget, and revocation (an ``error`` event
+``key_revoked``, then a disconnect, on the notice or within REALTIME_KEY_RECHECK_SECONDS). A limit that
+ends a connection is told first as an ``error`` event with its code.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import socketio
 from django.conf import settings
 
 from realtime.dialects import rooms_bus
 from realtime.gateway import availability, drain, metrics
-from realtime.gateway.auth import AuthFailed, ConnectionAuth, api_key_authenticate, api_key_is_active
-from realtime.gateway.budgets import budget_watch
+from realtime.gateway.auth import AuthFailed, ConnectionAuth
+from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
 from realtime.sessions.timeline import timeline_note
@@ -36,7 +41,10 @@ class RoomConnection:
     room: str
     bucket: TokenBucket
     meter: SessionMeter
-    budget_watch: asyncio.Task | None = None
+    lifecycle: SessionLifecycle
+    watch: asyncio.Task | None = None
+    close_reason: str = "client_closed"
+    ending: bool = field(default=False)
 
 
 def room_name(*, project_id: int, environment_id: int) -> str:
@@ -70,35 +78,21 @@ sio = socketio.AsyncServer(
 )
 
 _connections: dict[str, RoomConnection] = {}
-_sweeper: asyncio.Task | None = None
+_background: set[asyncio.Task] = set()  # revocation closes and final flushes (held until done)
 
 
-async def _sweep_revoked_keys() -> None:
-    """Disconnect connections whose key was revoked (or expired, or rotated out) since they connected:
-    checked every REALTIME_KEY_RECHECK_SECONDS while this process has connections."""
-    while _connections:
-        await asyncio.sleep(settings.REALTIME_KEY_RECHECK_SECONDS)
-        for pk in {connection.auth.pk for connection in _connections.values()}:
-            try:
-                active = await api_key_is_active(api_key_pk=pk)
-            except Exception:
-                logger.exception("rooms: key re-check failed")
-                continue
-            if active:
-                continue
-            for sid in [sid for sid, connection in _connections.items() if connection.auth.pk == pk]:
-                await sio.emit("error", _error(KEY_REVOKED.code, KEY_REVOKED.message), to=sid)
-                await sio.disconnect(sid)
-
-
-def _sweeper_ensure() -> None:
-    global _sweeper
-    if _sweeper is None or _sweeper.done():
-        _sweeper = asyncio.get_running_loop().create_task(_sweep_revoked_keys(), name="rooms-key-sweeper")
+def _spawn(coro, name: str) -> None:
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _error(code: str, message: str) -> dict:
     return {"code": code, "message": message}
+
+
+def _refuse(error: GatewayError) -> socketio.exceptions.ConnectionRefusedError:
+    return socketio.exceptions.ConnectionRefusedError(error.message, {"code": error.code})
 
 
 @sio.event
@@ -108,34 +102,51 @@ async def connect(sid, environ, auth):
         metrics.error_sent(refusal.code)
         raise socketio.exceptions.ConnectionRefusedError(refusal.message, {"code": refusal.code})
     api_key = auth.get("apiKey") if isinstance(auth, dict) else None
-    if not isinstance(api_key, str) or not api_key:
+    token = auth.get("token") if isinstance(auth, dict) else None
+    if not (isinstance(api_key, str) and api_key) and not (isinstance(token, str) and token):
         raise socketio.exceptions.ConnectionRefusedError(
-            "An API key is required: connect with auth: {apiKey}.", {"code": "missing_api_key"})
+            "A credential is required: connect with auth: {token} (a short-lived token) or auth: {apiKey}.",
+            {"code": "missing_api_key"})
     try:
-        key = await api_key_authenticate(raw=api_key)
+        if isinstance(api_key, str) and api_key:
+            key = await session_admit(api_key=api_key)
+        else:
+            key = await session_admit(token=token)
     except AuthFailed as exc:
-        raise socketio.exceptions.ConnectionRefusedError(exc.error.message, {"code": exc.error.code}) from None
+        raise _refuse(exc.error) from None
+    lifecycle = SessionLifecycle(auth=key, dialect="rooms", session_id=f"rooms:{sid}")
+    try:
+        await lifecycle.start()
+    except SessionRefused as exc:
+        raise _refuse(exc.error) from None
     room = room_name(project_id=key.project_id, environment_id=key.environment_id)
     meter = SessionMeter(key=key, session_id=f"rooms:{sid}", dialect="rooms", count_session_time=False)
     meter.start()
     connection = _connections[sid] = RoomConnection(
-        auth=key, room=room, meter=meter,
+        auth=key, room=room, meter=meter, lifecycle=lifecycle,
         bucket=TokenBucket(rate=settings.ROOMS_MESSAGES_PER_SECOND, burst=settings.ROOMS_MESSAGE_BURST),
     )
+    lifecycle.on_revoked = lambda: _spawn(_end(sid, KEY_REVOKED.code, KEY_REVOKED), f"rooms-revoked:{sid}")
     await sio.enter_room(sid, room)
     metrics.session_opened("rooms")
-    _sweeper_ensure()
-    connection.budget_watch = asyncio.get_running_loop().create_task(
-        budget_watch(auth=key, warn=lambda error: _budget_warn(sid, error), close=lambda error: _budget_close(sid, error)),
-        name=f"rooms-budget-watch:{sid}")
+    connection.watch = asyncio.get_running_loop().create_task(
+        lifecycle.run(warn=lambda error: _warn(sid, error), close=lambda reason, error: _end(sid, reason, error)),
+        name=f"rooms-lifecycle:{sid}")
 
 
-async def _budget_warn(sid: str, error: GatewayError) -> None:
+async def _warn(sid: str, error: GatewayError) -> None:
     await sio.emit("error", _error(error.code, error.message), to=sid)
 
 
-async def _budget_close(sid: str, error: GatewayError) -> None:
-    await sio.emit("error", _error(error.code, error.message), to=sid)
+async def _end(sid: str, reason: str, error: GatewayError | None) -> None:
+    """A lifecycle rule ends the connection: say why, then disconnect."""
+    connection = _connections.get(sid)
+    if connection is None or connection.ending:
+        return
+    connection.ending = True
+    connection.close_reason = reason
+    if error is not None:
+        await sio.emit("error", _error(error.code, error.message), to=sid)
     await sio.disconnect(sid)
 
 
@@ -153,6 +164,7 @@ async def message(sid, data=None, *extra):  # an emit with no payload, or severa
             "message_too_large",
             f"The message is {size} bytes; the limit is {settings.ROOMS_MAX_MESSAGE_BYTES}. It was not sent."), to=sid)
         return
+    connection.lifecycle.touch()
     if not connection.bucket.allow():
         await sio.emit("error", _error(
             "rate_limited", "Too many messages per second on this connection; this one was not sent."), to=sid)
@@ -174,22 +186,23 @@ async def message(sid, data=None, *extra):  # an emit with no payload, or severa
                   event={"type": "message", "data": data})
 
 
-_meters_closing: set[asyncio.Task] = set()
+async def _release(connection: RoomConnection) -> None:
+    await connection.meter.close()
+    await connection.lifecycle.release(reason=connection.close_reason)
 
 
 @sio.event
 async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
-        metrics.session_closed("rooms", str(reason or "client_closed"))
-        watch = connection.budget_watch
+        metrics.session_closed("rooms", connection.close_reason if connection.ending else str(reason or "client_closed"))
+        watch = connection.watch
         if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
-        # Its own task, held here: the final usage flush must not be cut short with the connection's task.
-        task = asyncio.get_running_loop().create_task(connection.meter.close(), name=f"rooms-meter-close:{sid}")
-        _meters_closing.add(task)
-        task.add_done_callback(_meters_closing.discard)
+        # Its own task, held here: the final usage flush and the record must not be cut short with the
+        # connection's task.
+        _spawn(_release(connection), f"rooms-release:{sid}")
 
 
 async def _drain() -> None:
@@ -199,9 +212,12 @@ async def _drain() -> None:
                       "This gateway process is shutting down; reconnect (the room is served by other processes)."),
              "resumable": True}
     for sid in list(_connections):
+        connection = _connections.get(sid)
+        if connection is not None:
+            connection.close_reason = availability.SERVER_SHUTTING_DOWN.code
         await sio.emit("error", error, to=sid)
         await sio.disconnect(sid)
-    await asyncio.gather(*list(_meters_closing), return_exceptions=True)  # their usage, flushed before exit
+    await asyncio.gather(*list(_background), return_exceptions=True)  # their usage and records, flushed before exit
 
 
 drain.drain_hook("rooms", _drain)

@@ -14,10 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
 from accounts.api.authentication import api_key_from_authorization
-from accounts.keys import KeyRejected, api_key_verify_async
+from accounts.keys import KeyRejected, api_key_verify_async, api_keys_unusable
 from realtime.gateway import availability
 from realtime.gateway.budgets import budget_refusal
 from realtime.gateway.limits import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, GatewayError
@@ -154,6 +153,13 @@ async def _from_token(token: str) -> ConnectionAuth:
     )
 
 
+async def token_authenticate(*, token: str | None) -> ConnectionAuth:
+    """A short-lived token given the dialect's own way (rooms: handshake ``auth: {token}``), then the budget."""
+    if not token:
+        raise _unauthorized("missing_credentials", "A token is required.")
+    return await _admitted(lambda: _within_budget_of(_from_token(token)))
+
+
 async def connection_authenticate(*, scope) -> ConnectionAuth:
     """Check the origin, then the credential, then the budget. Raises AuthFailed with a stable code."""
     return await _admitted(lambda: _within_budget_of(_credential_authenticate(scope)))
@@ -178,34 +184,11 @@ async def _credential_authenticate(scope) -> ConnectionAuth:
     )
 
 
-_KEY_STATE = ("pk", "revoked_at", "expires_at", "rotation_grace_ends_at")
-
-
-def _row_is_active(row: dict | None, now) -> bool:
-    if row is None or row["revoked_at"] is not None:
-        return False
-    return all(limit is None or limit > now for limit in (row["expires_at"], row["rotation_grace_ends_at"]))
-
-
-def _api_key_is_active(api_key_pk: str) -> bool:
-    from accounts.models import ApiKey
-
-    return _row_is_active(ApiKey.objects.filter(pk=api_key_pk).values(*_KEY_STATE).first(), timezone.now())
-
-
 async def api_key_is_active(*, api_key_pk: str) -> bool:
-    """Whether a session's key may still be used (the periodic re-check behind revocation notices)."""
-    return await database_sync_to_async(_api_key_is_active)(api_key_pk)
-
-
-def _api_keys_inactive(api_key_pks: list[str]) -> list[str]:
-    from accounts.models import ApiKey
-
-    now = timezone.now()
-    rows = {str(row["pk"]): row for row in ApiKey.objects.filter(pk__in=api_key_pks).values(*_KEY_STATE)}
-    return [pk for pk in api_key_pks if not _row_is_active(rows.get(str(pk)), now)]
+    """Whether a session's key may still be used (accounts.keys' one rule)."""
+    return not await api_keys_inactive(api_key_pks=[str(api_key_pk)])
 
 
 async def api_keys_inactive(*, api_key_pks: list[str]) -> list[str]:
     """Those of ``api_key_pks`` that may no longer be used (revoked, expired, deleted), in one query."""
-    return await database_sync_to_async(_api_keys_inactive)(api_key_pks)
+    return await database_sync_to_async(api_keys_unusable)(api_key_pks=api_key_pks)

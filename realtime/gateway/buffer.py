@@ -4,9 +4,10 @@ While a client is away, its upstream's events wait here, in the memory of the pr
 upstream connection (never in the channel layer, which is at-most-once with a 60 s expiry). The buffer
 is bounded: overflowing it ends the session rather than growing without limit.
 
-Ownership says which process holds which session and for which project. With REDIS_URL it lives in
-Redis (a leased record refreshed while the session lives) so any process can tell whether a session
-exists and where; without Redis only this process exists, so the in-process registry is the truth.
+Ownership says which process holds the session now using a client's session key (scoped to its
+project and environment). With REDIS_URL it lives in Redis (a leased record refreshed while the
+session lives) so any process can tell where a resumable session is; without Redis only this process
+exists, so the in-process registry is the truth.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class ResumeBuffer:
         self.events.append(text)
 
     def popleft(self) -> str:
+        assert self.events is not None  # callers check len() first
         return self.events.popleft()
 
     def __len__(self) -> int:
@@ -54,65 +56,68 @@ class ResumeBuffer:
 @dataclass(frozen=True)
 class SessionOwner:
     process: str  # which process holds the upstream connection
-    project_id: int
+    session_id: str  # the gateway's own id of the session now using the client's key
 
 
 def process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_key(session_id: str) -> str:
-    return f"{settings.REDIS_PREFIX}:rt:owner:{session_id}"
+def _owner_key(scoped_key: str) -> str:
+    return f"{settings.REDIS_PREFIX}:rt:owner:{scoped_key}"
 
 
-async def session_owner_claim(*, session_id: str, project_id: int) -> bool:
-    """Record this process as the session's owner. False if another live process already owns it."""
-    client = redis_client()
-    if client is None:
-        return True
-    value = json.dumps({"process": process_id(), "project_id": project_id})
-    if await client.set(_owner_key(session_id), value, nx=True, px=int(OWNER_TTL_SECONDS * 1000)):
-        liveness.owner_held(_owner_key(session_id), value)
-        return True
-    current = await session_owner_lookup(session_id=session_id)
-    if current is not None and current.process == process_id():
-        liveness.owner_held(_owner_key(session_id), value)
-        return True
-    return False
-
-
-async def session_owner_refresh(*, session_id: str, project_id: int) -> None:
+async def session_owner_claim(*, scoped_key: str, session_id: str) -> None:
+    """Record this process and session as the current user of a client's session key (a plain connect
+    takes the key over: the previous session, wherever it runs, is no longer resumable)."""
     client = redis_client()
     if client is not None:
-        value = json.dumps({"process": process_id(), "project_id": project_id})
-        await client.set(_owner_key(session_id), value, px=int(OWNER_TTL_SECONDS * 1000))
+        value = json.dumps({"process": process_id(), "session_id": session_id})
+        await client.set(_owner_key(scoped_key), value, px=int(OWNER_TTL_SECONDS * 1000))
+        liveness.owner_held(_owner_key(scoped_key), value)
 
 
-async def session_owner_lookup(*, session_id: str) -> SessionOwner | None:
+_REFRESH = """
+local value = redis.call('GET', KEYS[1])
+if value and cjson.decode(value)['session_id'] == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+async def session_owner_refresh(*, scoped_key: str, session_id: str) -> None:
+    """Renew the lease if the key still names this session."""
+    client = redis_client()
+    if client is not None:
+        await client.eval(_REFRESH, 1, _owner_key(scoped_key), session_id, int(OWNER_TTL_SECONDS * 1000))
+
+
+async def session_owner_lookup(*, scoped_key: str) -> SessionOwner | None:
     client = redis_client()
     if client is None:
         return None
-    raw = await client.get(_owner_key(session_id))
+    raw = await client.get(_owner_key(scoped_key))
     if raw is None:
         return None
     data = json.loads(raw)
     if not await liveness.owner_alive(data["process"]):
         return None  # its process stopped beating: a stale record, never something to wait for
-    return SessionOwner(process=data["process"], project_id=int(data["project_id"]))
+    return SessionOwner(process=data["process"], session_id=data["session_id"])
 
 
 _RELEASE = """
 local value = redis.call('GET', KEYS[1])
-if value and cjson.decode(value)['process'] == ARGV[1] then
+if value and cjson.decode(value)['session_id'] == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
 
 
-async def session_owner_release(*, session_id: str) -> None:
-    """Delete the ownership record if it is still this process's (compare and delete, atomically)."""
-    liveness.owner_dropped(_owner_key(session_id))
+async def session_owner_release(*, scoped_key: str, session_id: str) -> None:
+    """Delete the record if it still names this session (compare and delete, atomically)."""
+    liveness.owner_dropped(_owner_key(scoped_key))
     client = redis_client()
     if client is not None:
-        await client.eval(_RELEASE, 1, _owner_key(session_id), process_id())
+        await client.eval(_RELEASE, 1, _owner_key(scoped_key), session_id)

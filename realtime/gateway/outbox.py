@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from realtime.gateway.fifo import Fifo
 
@@ -109,6 +110,12 @@ class ClientOutbox:
         self._frames.put({"type": "websocket.send", "text": text})
         self._queued_bytes += len(text)
 
+    def call_in_order(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once every frame queued so far was handed to the server (a ping that must
+        follow them on the wire)."""
+        if not self._closing:
+            self._frames.put({"type": "call", "action": action})
+
     def close(self, *, code: int, reason: str) -> None:
         """Send the close after every frame queued so far; nothing is queued after it."""
         if self._closing:
@@ -123,6 +130,13 @@ class ClientOutbox:
         get = self._frames.get
         while True:
             frame = await get()
+            if frame["type"] == "call":
+                try:
+                    frame["action"]()
+                except Exception:
+                    logger.exception("outbox action failed")
+                del frame
+                continue
             is_close = frame["type"] == "websocket.close"
             if not is_close:
                 self._queued_bytes -= len(frame["text"])
@@ -136,7 +150,7 @@ class ClientOutbox:
                 self._frames.clear()
                 self._queued_bytes = 0
                 return
-            frame = None  # an idle connection must not keep its last frame alive
+            del frame  # an idle connection must not keep its last frame alive
 
     def _give_up(self) -> None:
         """The frames before the close could not even be handed to the server in the grace period."""
@@ -159,3 +173,81 @@ class ClientOutbox:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class PongProbe:
+    """WebSocket pings the application can await: a pong answering a ping proves that every frame
+    written before the ping reached the client (at-least-once delivery, seed 001). ASGI has no ping,
+    so this reaches into the server, like DaphneConnection: autobahn's ``sendPing``/``onPong`` under
+    daphne; under uvicorn, the sans-I/O connection and ``handle_pong`` of ``--ws websockets-sansio``
+    (the production setting, README.md) or the protocol's ``ping()`` of ``--ws websockets``. ``of``
+    returns None elsewhere; callers then treat a frame handed to the server as delivered.
+    tests/test_lifecycle_unit.py and tests/test_tasks_delivery_live.py fail if an upgrade moves them."""
+
+    __slots__ = ("_ping", "_waiting", "_counter")
+
+    def __init__(self, ping: Callable[[bytes], None]):
+        self._ping = ping
+        self._waiting: dict[bytes, Callable[[], None]] = {}
+        self._counter = 0
+
+    @classmethod
+    def of(cls, send) -> PongProbe | None:
+        if isinstance(send, functools.partial) and send.args:  # daphne
+            protocol = send.args[0]
+            if hasattr(protocol, "sendPing") and hasattr(protocol, "onPong"):
+                probe = cls(protocol.sendPing)
+                original = protocol.onPong
+
+                def on_pong(payload, _original=original, _probe=probe):
+                    _probe.pong(payload)
+                    _original(payload)
+
+                protocol.onPong = on_pong  # an instance attribute: this connection only
+                return probe
+        server: Any = getattr(send, "__self__", None)
+        conn = getattr(server, "conn", None)
+        if conn is not None and hasattr(conn, "send_ping") and hasattr(server, "handle_pong"):  # uvicorn sans-I/O
+            def sansio_ping(payload: bytes, _protocol=server) -> None:
+                if _protocol.transport.is_closing():
+                    return
+                _protocol.conn.send_ping(payload)
+                _protocol.transport.write(b"".join(_protocol.conn.data_to_send()))
+
+            probe = cls(sansio_ping)
+            original_pong = server.handle_pong
+
+            def handle_pong(event, _original=original_pong, _probe=probe) -> None:
+                _probe.pong(bytes(event.data))
+                _original(event)
+
+            server.handle_pong = handle_pong  # an instance attribute: this connection only
+            return probe
+        ping = getattr(server, "ping", None)
+        if ping is not None and asyncio.iscoroutinefunction(ping):  # uvicorn's websockets protocol
+            probe = cls(lambda payload: None)
+
+            def send_ping(payload: bytes, _ping=ping, _probe=probe) -> None:
+                async def wait() -> None:
+                    waiter = await _ping(payload)
+                    await waiter
+                    _probe.pong(payload)
+
+                task = asyncio.get_running_loop().create_task(wait(), name="pong-probe")
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+            probe._ping = send_ping
+            return probe
+        return None
+
+    def ping(self, on_pong: Callable[[], None]) -> None:
+        """Send a ping now; ``on_pong()`` once it is answered (never, if the connection is dead)."""
+        self._counter += 1
+        payload = b"sb-%d" % self._counter
+        self._waiting[payload] = on_pong
+        self._ping(payload)
+
+    def pong(self, payload: bytes) -> None:
+        callback = self._waiting.pop(bytes(payload) if payload else b"", None)
+        if callback is not None:
+            callback()

@@ -1,5 +1,6 @@
 """The record of gateway sessions (realtime.models.SessionRecord): written by the gateway core, read
-by the sessions page and by resume (an ended session's id answers ``session_expired``)."""
+by the sessions page and the console. ``session_id`` is the gateway's own id (unique, as in the usage
+ledger); ``client_key`` the client's id for it, which may name many sessions over time."""
 from __future__ import annotations
 
 from django.db.models import QuerySet
@@ -11,10 +12,11 @@ CLOSE_REASON_MAX = 200
 
 
 def session_record_start(
-    *, session_id: str, project_id: int, api_key_pk: str, key_id: str, deployment_id: int | None, dialect: str
+    *, session_id: str, client_key: str = "", project_id: int, api_key_pk: str, key_id: str,
+    deployment_id: int | None, dialect: str,
 ) -> SessionRecord:
     return SessionRecord.objects.create(
-        session_id=session_id, project_id=project_id, api_key_id=api_key_pk, key_id=key_id,
+        session_id=session_id, client_key=client_key, project_id=project_id, api_key_id=api_key_pk, key_id=key_id,
         deployment_id=deployment_id, dialect=dialect,
     )
 
@@ -23,11 +25,6 @@ def session_record_end(*, record_id: int, close_reason: str) -> None:
     SessionRecord.objects.filter(pk=record_id, ended_at__isnull=True).update(
         ended_at=timezone.now(), close_reason=close_reason[:CLOSE_REASON_MAX]
     )
-
-
-def session_record_project(*, session_id: str) -> int | None:
-    """The project that used this session id before (None: never used)."""
-    return SessionRecord.objects.filter(session_id=session_id).values_list("project_id", flat=True).first()
 
 
 def session_records_for_project(*, project_id: int, limit: int = 100) -> QuerySet[SessionRecord]:

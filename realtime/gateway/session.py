@@ -15,8 +15,14 @@ link's ``deliver`` raises ClientTooSlow once the client's undelivered data passe
 realtime dialect's ClientOutbox, REALTIME_CLIENT_BUFFER_BYTES); the session then ends with
 ``client_too_slow``. While no client is attached, the resume buffer is bounded (REALTIME_BUFFER_MAX_EVENTS).
 
-Revocation: each session registers its key with the process's watcher (realtime/gateway/revocation.py), which
-closes it with ``key_revoked`` on the channel-layer notice or on its periodic re-check.
+Rules (admission, the per-key cap, limits, revocation, the session record, release) are the
+lifecycle's (realtime/gateway/lifecycle.py), which every dialect holds; a session steps it from its
+watchdog.
+
+Session keys: a client's id (seed 004 ``key``) is scoped to its project and environment and may be used
+for any number of sessions over time. A plain connect always starts a fresh session; ``resume=True``
+attaches to the live one only for the same key_id (the key or its rotation), environment and
+deployment, within the token's limits, and tells the client (``ClientLink.resumed``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from channels.db import database_sync_to_async
@@ -32,14 +38,12 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
 from realtime.gateway import availability, buffer, limits, metrics, upstream
-from realtime.gateway.auth import ConnectionAuth
-from realtime.gateway.budgets import BudgetGuard
+from realtime.gateway.auth import ConnectionAuth, api_keys_inactive
 from realtime.gateway.fifo import Fifo
+from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
 from realtime.gateway.metering import SessionMeter
 from realtime.gateway.outbox import ClientTooSlow
-from realtime.gateway.records import session_record_end, session_record_project, session_record_start
-from realtime.gateway.revocation import KeyWatch, key_watch
 from realtime.sessions.timeline import timeline_tap
 
 logger = logging.getLogger(__name__)
@@ -51,22 +55,26 @@ class ClientLink(Protocol):
     async def deliver(self, text: str, *, bounded: bool = True) -> None: ...
     async def report(self, error: GatewayError) -> None: ...
     async def end(self, *, code: int, reason: str) -> None: ...
+    async def resumed(self, *, replayed: int) -> None: ...
 
 
-class SessionRefused(Exception):
-    """The session cannot start or resume; ``error`` says why (with a close code)."""
+_refused = refused
 
-    def __init__(self, error: GatewayError):
-        self.error = error
-        super().__init__(error.code)
+SESSION_REPLACED = GatewayError("session_replaced", "A new session was started with this session key.",
+                                limits.CLOSE_REPLACED)
 
-
-def _refused(code: str, message: str, close_code: int, error_type: str = "invalid_request_error") -> SessionRefused:
-    return SessionRefused(GatewayError(code, message, close_code, error_type))
-
-
-# Sessions this process holds, by session id (ownership across processes is in buffer.py / Redis).
+# Sessions this process holds, by the gateway's own session id; and by client session key, scoped to
+# project and environment (ownership across processes is in buffer.py / Redis).
 _sessions: dict[str, GatewaySession] = {}
+_by_key: dict[str, GatewaySession] = {}
+
+
+def scoped_session_key(*, auth: ConnectionAuth, session_key: str) -> str:
+    """A client's session key names a session only within its project and environment: two tenants
+    using the same key never meet."""
+    return f"{auth.project_id}:{auth.environment_id}:{session_key}"
+
+
 # Closing tasks outlive the consumer that started them; kept here so they are not garbage collected.
 _closing: set[asyncio.Task] = set()
 
@@ -82,49 +90,42 @@ def new_session_id() -> str:
 
 
 class GatewaySession:
-    def __init__(self, *, session_id: str, auth: ConnectionAuth, dialect: str, resumable: bool):
-        self.session_id = session_id
+    def __init__(self, *, auth: ConnectionAuth, dialect: str, session_key: str | None = None):
+        self.session_id = new_session_id()
+        self.session_key = session_key  # the client's id, if it gave one (scoped: see scoped_session_key)
+        self.scoped_key = scoped_session_key(auth=auth, session_key=session_key) if session_key else None
         self.auth = auth
         self.dialect = dialect
-        self.resumable = resumable and settings.REALTIME_RESUME_SECONDS > 0
+        self.resumable = session_key is not None and settings.REALTIME_RESUME_SECONDS > 0
+        self.lifecycle = SessionLifecycle(auth=auth, dialect=dialect, session_id=self.session_id,
+                                          client_key=session_key)
+        self.deployment_key: str | None = None
+        self.deployment_default = False
         self.link: ClientLink | None = None
         self.opened = False
         self.closed = False
         self.close_reason = ""
-        self._upstream = None
+        self._upstream: Any = None  # a websockets ClientConnection once _open has connected
         self._to_upstream: Fifo[str] = Fifo()
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
-        self._record_id: int | None = None
         self._owner_claimed = False
-        self._meter: SessionMeter | None = None
-        self._key_watch: KeyWatch | None = None
-        self._revoked_while_opening = False
+        # Made by _open before anything is relayed (never for a refused session: no session time billed).
+        self._meter: SessionMeter = None  # type: ignore[assignment]
         self._swallow_config_reply = False
-        now = time.monotonic()
-        self._started = now
-        self._last_client_event = now
         self._detached_at: float | None = None
-        max_seconds = settings.REALTIME_MAX_SESSION_SECONDS
-        if auth.max_session_seconds:
-            max_seconds = min(max_seconds, auth.max_session_seconds)
-        self._deadline = now + max_seconds
 
     # --- Opening ----------------------------------------------------------------------------------
 
     async def _open(self, *, deployment_key: str | None, server) -> None:
         from realtime.agents.selectors import agent_credential, deployment_resolve
 
-        if not await limits.session_slot_acquire(
-            key_id=self.auth.key_id, session_id=self.session_id, limit=settings.REALTIME_MAX_SESSIONS_PER_KEY
-        ):
-            raise SessionRefused(limits.TOO_MANY_SESSIONS)
+        lifecycle = self.lifecycle
+        await lifecycle.start(record=False)  # the cap and the revocation watch (raises SessionRefused)
         try:
-            if not await buffer.session_owner_claim(session_id=self.session_id, project_id=self.auth.project_id):
-                raise _refused("session_in_use", "This session id is in use.", limits.CLOSE_REPLACED)
-            self._owner_claimed = True
-            # Before the session goes live, so a revocation from now on reaches it (released by _release).
-            self._key_watch = await key_watch(api_key_pk=self.auth.pk, on_revoked=self._key_revoked)
+            if self.scoped_key is not None:
+                await buffer.session_owner_claim(scoped_key=self.scoped_key, session_id=self.session_id)
+                self._owner_claimed = True
 
             def resolve():
                 from accounts.models import Deployment
@@ -135,19 +136,17 @@ class GatewaySession:
                         deployment_key=deployment_key,
                     )
                 except Deployment.DoesNotExist:
-                    return None, None, None
+                    return None, None
                 credential = agent_credential(agent=deployment.agent)
-                record = session_record_start(
-                    session_id=self.session_id, project_id=self.auth.project_id, api_key_pk=self.auth.pk,
-                    key_id=self.auth.key_id, deployment_id=deployment.pk, dialect=self.dialect,
-                )
-                return deployment, credential, record.pk
+                lifecycle.record_start(deployment_id=deployment.pk)
+                return deployment, credential
 
             # The deployment is not kept: an idle session's memory is a goal (bench/README.md, "Relay").
-            deployment, credential, self._record_id = await database_sync_to_async(resolve)()
+            deployment, credential = await database_sync_to_async(resolve)()
             if deployment is None:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
+            self.deployment_key, self.deployment_default = deployment.deployment_key, deployment.is_default
             agent = deployment.agent
             target = upstream.upstream_target(
                 agent=agent, credential=credential, session_id=self.session_id, server=server
@@ -175,10 +174,11 @@ class GatewaySession:
         except BaseException:
             await self._release(reason="cancelled")
             raise
-        if self._revoked_while_opening:
+        if lifecycle.revoked:  # revoked while opening
             await self._upstream.close()
             await self._release(reason=limits.KEY_REVOKED.code)
             raise SessionRefused(limits.KEY_REVOKED)
+        lifecycle.on_revoked = self._key_revoked
         config = upstream.agent_session_config(agent=agent, overrides=self.auth.session_config)
         if config is not None:
             # Applied before any client event; its session.updated reply is the gateway's, not the client's.
@@ -193,9 +193,6 @@ class GatewaySession:
         metrics.session_opened(self.dialect)
 
     def _key_revoked(self) -> None:
-        if not self.opened:  # _open refuses the session when it gets there
-            self._revoked_while_opening = True
-            return
         self.close_soon(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
 
     async def _budget_warn(self, error: GatewayError) -> None:
@@ -203,8 +200,8 @@ class GatewaySession:
         if link is not None:  # a detached client hears the close reason when it resumes (session_expired)
             await link.report(error)
 
-    async def _budget_close(self, error: GatewayError) -> None:
-        await self.close(reason=error.code, error=error)
+    async def _lifecycle_close(self, reason: str, error: GatewayError | None) -> None:
+        await self.close(reason=reason, error=error)
 
     def _spawn(self, coro, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{name}:{self.session_id}")
@@ -223,21 +220,23 @@ class GatewaySession:
 
     # --- Attaching clients ------------------------------------------------------------------------
 
-    async def attach(self, link: ClientLink) -> None:
-        """Make ``link`` the client: replay what was buffered, in order, then go live. A previous
-        client still attached is told it was replaced and closed."""
+    async def attach(self, link: ClientLink, *, resumed: bool = False) -> None:
+        """Make ``link`` the client: (on resume, tell it so,) replay what was buffered, in order, then
+        go live. A previous client still attached is told it was replaced and closed."""
         previous, self.link = self.link, None
         if previous is not None:
             await previous.report(GatewayError("session_replaced", "Another connection resumed this session.",
                                                limits.CLOSE_REPLACED))
             await previous.end(code=limits.CLOSE_REPLACED, reason="session_replaced")
+        if resumed:
+            await link.resumed(replayed=len(self._buffer))
         while len(self._buffer):
             # Not bounded by the link's limit: the resume buffer bounded these already.
             await link.deliver(self._buffer.popleft(), bounded=False)
         # No await between the emptiness check above and this line, so nothing can slip in between.
         self.link = link
         self._detached_at = None
-        self._last_client_event = time.monotonic()
+        self.lifecycle.touch()
 
     async def detach(self, link: ClientLink, *, close_code: int | None) -> None:
         """The client connection ended. A resumable session keeps its upstream for the resume window
@@ -260,7 +259,7 @@ class GatewaySession:
         if self.closed:
             return
         metrics.relay(self.dialect, "to_upstream").add(text)
-        self._last_client_event = time.monotonic()
+        self.lifecycle.touch()
         self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
         if len(self._to_upstream) >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
@@ -335,30 +334,25 @@ class GatewaySession:
             pass  # the reader reports the close
 
     async def _watchdog(self) -> None:
-        """Session duration, idle timeout, the resume window, the monthly budget and
-        the lease refreshes."""
-        budget = BudgetGuard(auth=self.auth)
+        """The lifecycle's limits (duration, idle, budget, slot lease), the resume window and the
+        ownership lease (with Redis, the process monitor renews every lease each second: liveness.py).
+        Usage is taken by the process's usage writer (accounts.billing.writer)."""
+        lifecycle = self.lifecycle
         next_lease = time.monotonic()
         tick = WATCHDOG_TICK
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if now >= self._deadline:
-                return await self.close(reason=limits.SESSION_TOO_LONG.code, error=limits.SESSION_TOO_LONG)
-            if self._detached_at is not None:
-                if now - self._detached_at >= settings.REALTIME_RESUME_SECONDS:
-                    return await self.close(reason="resume_window_expired")
-            elif now - self._last_client_event >= settings.REALTIME_IDLE_TIMEOUT_SECONDS:
-                return await self.close(reason=limits.IDLE_TIMEOUT.code, error=limits.IDLE_TIMEOUT)
-            if await budget.step(now, warn=self._budget_warn, close=self._budget_close):
+            detached_at = self._detached_at
+            detached = detached_at is not None
+            if detached_at is not None and now - detached_at >= settings.REALTIME_RESUME_SECONDS:
+                return await self.close(reason="resume_window_expired")
+            if await lifecycle.step(now, warn=self._budget_warn, close=self._lifecycle_close, idle=not detached):
                 return
-            if now >= next_lease:
-                # With Redis, the process monitor renews every lease each second (liveness.py).
+            if now >= next_lease and self.scoped_key is not None:
                 next_lease = now + limits.LOCAL_SLOT_TTL / 3
                 try:
-                    await buffer.session_owner_refresh(session_id=self.session_id, project_id=self.auth.project_id)
-                    await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
-                                                      limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
+                    await buffer.session_owner_refresh(scoped_key=self.scoped_key, session_id=self.session_id)
                 except Exception as exc:
                     availability.failure_logged(logger, "lease refresh failed for session %s", exc, self.session_id)
 
@@ -379,8 +373,7 @@ class GatewaySession:
         if self.opened:
             metrics.session_closed(self.dialect, reason)
         logger.info("session %s: closing (%s)", self.session_id, reason)
-        if _sessions.get(self.session_id) is self:
-            del _sessions[self.session_id]  # from now on a reconnect hears session_expired
+        self._unregister()
         link, self.link = self.link, None
         if link is not None:
             try:
@@ -408,73 +401,92 @@ class GatewaySession:
             await self._meter.close()
         await self._release(reason=reason)
 
-    async def _release(self, *, reason: str) -> None:
-        self.closed = True
-        if self._key_watch is not None:
-            self._key_watch.cancel()
-            self._key_watch = None
+    def _unregister(self) -> None:
         if _sessions.get(self.session_id) is self:
             del _sessions[self.session_id]
-        steps = [lambda: limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)]
-        if self._owner_claimed:  # never another process's ownership record
-            steps.append(lambda: buffer.session_owner_release(session_id=self.session_id))
-        for step in steps:
+        if self.scoped_key is not None and _by_key.get(self.scoped_key) is self:
+            del _by_key[self.scoped_key]  # from now on a resume hears session_not_resumable
+
+    async def _release(self, *, reason: str) -> None:
+        self.closed = True
+        self._unregister()
+        if self._owner_claimed and self.scoped_key is not None:  # only if the key still names this session
             try:
-                await step()
+                await buffer.session_owner_release(scoped_key=self.scoped_key, session_id=self.session_id)
             except Exception as exc:
                 availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
-        if self._record_id is not None:
-            await database_sync_to_async(session_record_end)(record_id=self._record_id, close_reason=reason)
+        await self.lifecycle.release(reason=reason)
+
+
+def _not_resumable() -> SessionRefused:
+    # The same answer whether the key was never used, has ended, or belongs to another tenant: a
+    # session key names a session only within one project and environment.
+    return _refused("session_not_resumable", "No session with this key is waiting to be resumed in this project "
+                    "and environment; connect without resume=1 to start a new one.", limits.CLOSE_EXPIRED)
+
+
+async def _resume(*, auth: ConnectionAuth, link: ClientLink, scoped_key: str, deployment_key: str | None
+                  ) -> GatewaySession:
+    session = _by_key.get(scoped_key)
+    if session is None or session.closed or not session.opened:
+        owner = await buffer.session_owner_lookup(scoped_key=scoped_key)
+        if owner is not None and owner.process != buffer.process_id():
+            raise _refused("session_elsewhere",
+                           f"This session is held by gateway process {owner.process}; reconnect there.",
+                           limits.CLOSE_SESSION_ELSEWHERE)
+        raise _not_resumable()
+    if session.auth.key_id != auth.key_id:  # the same key, or the key it was rotated into (same key_id)
+        raise _refused("resume_key_mismatch", "This session was started with another API key.",
+                       limits.CLOSE_FORBIDDEN)
+    if deployment_key is not None and deployment_key != session.deployment_key or (
+            deployment_key is None and not session.deployment_default):
+        raise _refused("resume_deployment_mismatch", "This session runs on another deployment than the one "
+                       "this connection asks for (or its token is pinned to).", limits.CLOSE_FORBIDDEN)
+    if session.lifecycle.revoked or await api_keys_inactive(api_key_pks=list({session.auth.pk, auth.pk})):
+        raise SessionRefused(limits.KEY_REVOKED)
+    if auth.max_session_seconds and not session.lifecycle.within(max_seconds=auth.max_session_seconds):
+        raise _refused("session_duration_exceeded", "This token's max_session_seconds, counted from the "
+                       "session's start, has passed.", limits.CLOSE_SESSION_TOO_LONG)
+    if session.closed:  # closed while we looked
+        raise _not_resumable()
+    if auth.max_session_seconds:
+        session.lifecycle.limit_duration(max_seconds=auth.max_session_seconds)
+    await session.lifecycle.watch_key(api_key_pk=auth.pk)
+    await session.attach(link, resumed=True)
+    return session
 
 
 async def session_connect(
-    *, auth: ConnectionAuth, link: ClientLink, dialect: str, session_id: str | None = None,
-    deployment_key: str | None = None, server=None,
+    *, auth: ConnectionAuth, link: ClientLink, dialect: str, session_key: str | None = None,
+    resume: bool = False, deployment_key: str | None = None, server=None,
 ) -> GatewaySession:
-    """Start a new session, or resume the one named ``session_id`` (same project only), and attach
-    ``link`` to it. Raises SessionRefused with a stable code."""
+    """Start a new session and attach ``link`` to it; or, with ``resume``, attach ``link`` to the live
+    session named ``session_key`` in the key's project and environment (same key or its rotation,
+    same deployment, within the token's limits). Raises SessionRefused with a stable code.
+
+    A plain connect with a ``session_key`` always starts a fresh session; a session still holding that
+    key in this process is closed (``session_replaced``)."""
     if auth.deployment_key and deployment_key and deployment_key != auth.deployment_key:
         raise _refused("deployment_forbidden", "The token is pinned to another deployment.", limits.CLOSE_FORBIDDEN)
     deployment_key = deployment_key or auth.deployment_key
-    resumable = session_id is not None
-    session_id = session_id or new_session_id()
+    scoped_key = scoped_session_key(auth=auth, session_key=session_key) if session_key else None
+    if resume:
+        if scoped_key is None:
+            raise _refused("invalid_session_key", "Resuming needs the key of the session.", limits.CLOSE_BAD_REQUEST)
+        return await _resume(auth=auth, link=link, scoped_key=scoped_key, deployment_key=deployment_key)
 
-    session = _sessions.get(session_id)
-    if session is not None:
-        if session.auth.project_id != auth.project_id:
-            raise _refused("session_forbidden", "This session belongs to another project.", limits.CLOSE_FORBIDDEN)
-        if session.closed:
-            raise _refused("session_expired", "This session has ended and can no longer be resumed.",
-                           limits.CLOSE_EXPIRED)
-        if not session.opened:
-            raise _refused("session_in_use", "This session is still starting; retry.", limits.CLOSE_REPLACED)
-        await session.attach(link)
-        return session
-
-    owner = await buffer.session_owner_lookup(session_id=session_id)
-    if owner is not None and owner.process != buffer.process_id():
-        if owner.project_id != auth.project_id:
-            raise _refused("session_forbidden", "This session belongs to another project.", limits.CLOSE_FORBIDDEN)
-        raise _refused(
-            "session_elsewhere", f"This session is held by gateway process {owner.process}; reconnect there.",
-            limits.CLOSE_SESSION_ELSEWHERE,
-        )
-    if resumable:
-        previous_project = await database_sync_to_async(session_record_project)(session_id=session_id)
-        if previous_project is not None:
-            if previous_project != auth.project_id:
-                raise _refused("session_forbidden", "This session belongs to another project.",
-                               limits.CLOSE_FORBIDDEN)
-            raise _refused("session_expired", "This session has ended and can no longer be resumed.",
-                           limits.CLOSE_EXPIRED)
-
-    session = GatewaySession(session_id=session_id, auth=auth, dialect=dialect, resumable=resumable)
-    _sessions[session_id] = session
+    session = GatewaySession(auth=auth, dialect=dialect, session_key=session_key)
+    _sessions[session.session_id] = session
+    if scoped_key is not None:
+        previous = _by_key.get(scoped_key)
+        _by_key[scoped_key] = session
+        if previous is not None and not previous.closed:
+            await previous.close(reason=SESSION_REPLACED.code, error=SESSION_REPLACED)
     try:
         await session._open(deployment_key=deployment_key, server=server)
     finally:
-        if not session.opened and _sessions.get(session_id) is session:
-            del _sessions[session_id]
+        if not session.opened:
+            session._unregister()
     await session.attach(link)
     return session
 

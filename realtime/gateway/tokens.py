@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from accounts.keys import api_key_unusable_reason
 from accounts.models import ApiKey
 from realtime.agents.selectors import deployment_resolve
 from realtime.agents.services import TOKEN_MAX_TTL_SECONDS, signing_key_current
@@ -92,8 +93,8 @@ class _PublicKeyCache:
             row = SigningKey.objects.filter(kid=kid).only("kid", "public_key_pem", "verify_until").first()
             if row is None:
                 return None
-            public = serialization.load_pem_public_key(row.public_key_pem.encode())
-            entry = (time.monotonic(), public, row.verify_until)
+            entry = (time.monotonic(), serialization.load_pem_public_key(row.public_key_pem.encode()),
+                     row.verify_until)
             with self._lock:
                 if len(self._entries) > 1000:
                     self._entries.clear()
@@ -126,11 +127,15 @@ def _key_row(api_key_pk: str) -> ApiKey | None:
 
 
 def _check_key_usable(row: ApiKey | None, now: datetime) -> ApiKey:
-    if row is None or (row.revoked_at is not None and row.revoked_at <= now):
+    """The one key rule (accounts.keys), told in the token's words."""
+    if row is None:
         raise TokenRejected("token_key_revoked")
-    for ends in (row.expires_at, row.rotation_grace_ends_at):
-        if ends is not None and now >= ends:
-            raise TokenRejected("token_key_expired")
+    reason = api_key_unusable_reason(revoked_at=row.revoked_at, expires_at=row.expires_at,
+                                     rotation_grace_ends_at=row.rotation_grace_ends_at, now=now)
+    if reason == "revoked_key":
+        raise TokenRejected("token_key_revoked")
+    if reason is not None:
+        raise TokenRejected("token_key_expired")
     return row
 
 

@@ -23,8 +23,12 @@ class SessionUsage:
 
 def session_usage_get(*, project_id: int, session_id: str) -> SessionUsage | None:
     """Totals per metric and the cost of ``session_id`` within the project; None when the project has
-    no such session (another project's session looks exactly like a missing one)."""
-    record = SessionRecord.objects.filter(project_id=project_id, session_id=session_id).order_by("-started_at").first()
+    no such session (another project's session looks exactly like a missing one). ``session_id`` may
+    be the gateway's id or a client's session key (then its latest session)."""
+    records = SessionRecord.objects.filter(project_id=project_id).order_by("-started_at")
+    record = records.filter(session_id=session_id).first() or records.filter(client_key=session_id).first()
+    if record is not None:
+        session_id = record.session_id
     rows = UsageRecord.objects.filter(project_id=project_id, session_id=session_id)
     totals = rows.values("metric").annotate(quantity=Sum("quantity"), cost=Sum("cost_micros")).order_by("metric")
     metrics = {row["metric"]: row["quantity"] for row in totals}

@@ -5,7 +5,8 @@
 // headers), and a fresh one is fetched for each attempt because tokens are short-lived.
 //
 // If the socket drops after it was open, the client reconnects to the same URL (the same session
-// key) with backoff until `resumeSeconds` have passed since the drop; the gateway then replays what
+// key) plus `resume=1` (resume is explicit: a plain connect starts a new session) with backoff until
+// `resumeSeconds` have passed since the drop; the gateway answers `session.resumed`, then replays what
 // it buffered. A close code of 4000 or more is the gateway's deliberate answer (see docs/realtime.md)
 // and ends the session without retrying; so does the user's own close.
 //
@@ -57,7 +58,9 @@ export class RealtimeClient extends EventTarget {
       return;
     }
     if (this._closing) return;
-    const socket = new WebSocket(credentials.url, ["realtime", `switchboard-jwt.${credentials.token}`]);
+    const url = new URL(credentials.url);
+    if (this._everOpen) url.searchParams.set("resume", "1");
+    const socket = new WebSocket(url.toString(), ["realtime", `switchboard-jwt.${credentials.token}`]);
     this.socket = socket;
     this._lastError = null;
     socket.onopen = () => {

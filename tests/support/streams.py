@@ -12,10 +12,11 @@ import websockets
 OPEN_TIMEOUT = 15.0
 
 
-async def open_session(ws_url: str, key: str, *, session_key: str | None = None):
-    """A realtime connection, after its first server event (session.created or the refusal's error)."""
-    url = (f"{ws_url}/api/v1/realtime/session?key={session_key}&protocol=realtime" if session_key
-           else f"{ws_url}/v1/realtime")
+async def open_session(ws_url: str, key: str, *, session_key: str | None = None, resume: bool = False):
+    """A realtime connection, after its first server event (session.created, session.resumed or the
+    refusal's error). ``resume``: resume the session named ``session_key`` (docs/realtime.md)."""
+    url = (f"{ws_url}/api/v1/realtime/session?key={session_key}&protocol=realtime{'&resume=1' if resume else ''}"
+           if session_key else f"{ws_url}/v1/realtime")
     ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"},
                                   open_timeout=OPEN_TIMEOUT, compression=None, ping_interval=None)
     first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT))

@@ -125,3 +125,23 @@ async def task_outbox_take(*, session_uuid: str) -> list[str]:
         if entry["t"] >= oldest:
             taken.append(entry["m"])
     return taken
+
+
+async def task_outbox_requeue(*, session_uuid: str, texts: list[str]) -> None:
+    """Put results a connection could not confirm back at the FRONT of the outbox (they are older
+    than anything buffered since), to be delivered again (at least once: taskUUID tells duplicates)."""
+    if not texts:
+        return
+    ttl = settings.TASKS_BUFFER_SECONDS
+    now = time.time()
+    client = redis_client()
+    if client is None:
+        box = _local_outboxes.setdefault(session_uuid, deque())
+        box.extendleft((now, text) for text in reversed(texts))
+        return
+    key = _outbox_key(session_uuid)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(key, *[json.dumps({"t": now, "m": text}) for text in reversed(texts)])
+        pipe.expire(key, ttl)
+        pipe.expire(_session_key(session_uuid), ttl)
+        await pipe.execute()

@@ -46,8 +46,9 @@ def _inspect(data: bytes) -> tuple[str, int, int]:
 
 
 def _upscale(data: bytes, factor: int, out_format: str | None) -> tuple[bytes, str, int, int]:
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        img: Image.Image = opened
         fmt = out_format or (img.format if img.format in ("PNG", "JPEG", "WEBP") else "PNG")
         width, height = img.size[0] * factor, img.size[1] * factor
         if width * height > settings.TASKS_MAX_OUTPUT_PIXELS:

@@ -1,12 +1,14 @@
 """Running a task session's tasks and publishing their results.
 
 Tasks outlive the connection that sent them (seed 001: results that cannot be delivered wait for the
-client to reconnect), so they belong to a TaskSession in this process, not to the consumer. A result
-goes straight to a connection of the session attached in this process; with none, it goes to the
-session's outbox (realtime.dialects.tasks.buffer: Redis when configured, so it outlives this process) and a
-notice goes to the session's channel-layer group, so that a connection attached in another process
-takes the outbox. The notice is at-most-once but the outbox is not: a connection also takes the
-outbox when it attaches, before anything is sent to it directly.
+client to reconnect), so they belong to a TaskSession in this process, not to the connection. A result
+goes straight to the connection of the session attached in this process; with none, it goes to the
+session's outbox (realtime.dialects.tasks.buffer: Redis when configured, so it outlives this process)
+and a ``pending`` notice (realtime.dialects.tasks.notices) tells a connection attached in another
+process to take the outbox. The notice is at-most-once but the outbox is not: a connection also takes
+the outbox when it attaches, before anything is sent to it directly. A connection counts a result as
+delivered only once the client answered a ping sent after it; until then it keeps the result, and
+gives it back (to the connection resuming the session, or to the outbox) when it goes.
 
 A TaskSession ends when no connection is attached here and none of its tasks is running: its meter
 is flushed and it leaves the registry. Running tasks are named and tracked; at process shutdown they
@@ -18,14 +20,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import orjson
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime.dialects.tasks import TaskContext, TaskFailed, forward, images, inflight
 from realtime.dialects.tasks import speech as speech_tasks
 from realtime.dialects.tasks.buffer import task_outbox_push
+from realtime.dialects.tasks.notices import task_notice_send
 from realtime.gateway import availability
 from realtime.gateway.auth import ConnectionAuth
 from realtime.gateway.metering import SessionMeter
@@ -34,7 +37,13 @@ from realtime.sessions.timeline import timeline_note
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict, TaskContext], Awaitable[dict]]
-Deliver = Callable[[str], Awaitable[None]]  # sends one result to an attached connection
+
+
+class TaskLink(Protocol):
+    """A connection attached to a task session in this process."""
+
+    async def deliver(self, text: str) -> None: ...
+    def step_aside(self) -> list[str]: ...  # detach, close (session_replaced), return unconfirmed results
 
 
 async def _ping(task: dict, ctx: TaskContext) -> dict:
@@ -54,10 +63,13 @@ HANDLERS: dict[str, Handler] = {
 
 # A heartbeat is not work: it is neither billed nor worth a ledger write.
 UNMETERED = frozenset({"ping"})
+# Answered at once by the connection, without a task of its own (a heartbeat's round trip is the
+# dialect's latency: bench/README.md, "Dialects").
+INSTANT = frozenset({"ping"})
 
 
-def session_group(session_uuid: str) -> str:
-    return f"tasks.{session_uuid}"
+def instant_result(task: dict) -> str:
+    return data_message(task, {"pong": True})
 
 
 def data_message(task: dict, result: dict) -> str:
@@ -91,7 +103,7 @@ class TaskSession:
     def __init__(self, *, session_uuid: str, auth: ConnectionAuth):
         self.session_uuid = session_uuid
         self.auth = auth
-        self.links: list[Deliver] = []  # connections attached in this process, oldest first
+        self.links: list[TaskLink] = []  # connections attached in this process, oldest first
         self.running: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(settings.TASKS_MAX_CONCURRENT)
         # A meter per process-side session: its ledger rows must not collide with another process's.
@@ -142,11 +154,11 @@ class TaskSession:
 
     async def publish(self, text: str) -> None:
         if self.links:
-            # A connection is attached here: straight to it (the newest, if the client opened several).
-            await self.links[-1](text)
+            # A connection is attached here: straight to it.
+            await self.links[-1].deliver(text)
             return
         await task_outbox_push(session_uuid=self.session_uuid, text=text)
-        await get_channel_layer().group_send(session_group(self.session_uuid), {"type": "tasks.pending"})
+        await task_notice_send(kind="pending", session_uuid=self.session_uuid)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.running.discard(task)
@@ -165,18 +177,26 @@ class TaskSession:
         self._closing.add_done_callback(_meters_closing.discard)
 
 
-def task_session_attach(*, session_uuid: str, auth: ConnectionAuth, deliver: Deliver) -> TaskSession:
-    """This process's TaskSession for ``session_uuid`` (made if needed), with one more connection, to
-    which ``deliver`` sends a result. The caller must take the outbox before ``deliver`` sends anything,
-    so results keep their order."""
+def task_session_attach(*, session_uuid: str, auth: ConnectionAuth, link: TaskLink) -> tuple[TaskSession, list[str]]:
+    """This process's TaskSession for ``session_uuid`` (made if needed) with ``link`` as its connection,
+    and the results earlier connections of it here had not confirmed (they step aside: the client
+    resumed, so they are gone even if nobody noticed). The caller sends those, then takes the outbox,
+    before ``link.deliver`` sends anything, so results keep their order."""
     session = _sessions.get(session_uuid)
     if session is None:
         session = _sessions[session_uuid] = TaskSession(session_uuid=session_uuid, auth=auth)
-    session.links.append(deliver)
-    return session
+    handed_over: list[str] = []
+    for previous in list(session.links):
+        handed_over.extend(previous.step_aside())
+    session.links = [link]
+    return session, handed_over
 
 
-def task_session_detach(*, session: TaskSession, deliver: Deliver) -> None:
-    if deliver in session.links:
-        session.links.remove(deliver)
+def task_session_local(*, session_uuid: str) -> TaskSession | None:
+    return _sessions.get(session_uuid)
+
+
+def task_session_detach(*, session: TaskSession, link: TaskLink) -> None:
+    if link in session.links:
+        session.links.remove(link)
     session._maybe_end()
