@@ -111,6 +111,7 @@ class WsClient:
     def __init__(self, ws, dialect: str):
         self.ws, self.dialect = ws, dialect
         self.last_error: str | None = None
+        self.last_error_event: dict = {}
 
     def _error_code(self, message: dict) -> str | None:
         if self.dialect == "realtime":
@@ -126,7 +127,7 @@ class WsClient:
             raise Ended(self.last_error, self.ws.close_code) from None
         code = self._error_code(message)
         if code is not None:
-            self.last_error = code
+            self.last_error, self.last_error_event = code, message
         return message
 
     async def next_error(self) -> str:
@@ -176,13 +177,14 @@ class RoomsClient:
     def __init__(self, client: socketio.AsyncClient, events: asyncio.Queue):
         self.client, self.events = client, events
         self.last_error: str | None = None
+        self.last_error_event: dict = {}
 
     async def recv(self) -> tuple[str, object]:
         kind, data = await asyncio.wait_for(self.events.get(), TIMEOUT)
         if kind == "disconnect":
             raise Ended(self.last_error, None)
         if kind == "error":
-            self.last_error = data["code"]
+            self.last_error, self.last_error_event = data["code"], data
         return kind, data
 
     async def next_error(self) -> str:
@@ -290,6 +292,24 @@ async def test_an_oversized_frame_is_refused_and_the_connection_stays(
     await client.send_oversized()
     assert await client.next_error() == ("message_too_large" if dialect == "rooms" else "frame_too_large")
     await client.roundtrip()
+    await client.close()
+
+
+OWN_FRAME_LIMIT = {"realtime": "REALTIME_MAX_FRAME_BYTES", "conversation": "REALTIME_MAX_FRAME_BYTES",
+                   "tasks": "TASKS_MAX_FRAME_BYTES", "rooms": "ROOMS_MAX_MESSAGE_BYTES"}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_the_oversized_frame_error_quotes_the_limit_the_dialect_applies(
+        dialect, server_url, upstream, project, dev_key, settings):
+    _, raw = dev_key
+    for name in set(OWN_FRAME_LIMIT.values()) - {OWN_FRAME_LIMIT[dialect]}:  # the other dialects' limits differ
+        setattr(settings, name, FRAME_LIMIT * 10)
+    client = await open_client(dialect, server_url, raw, upstream)
+    await client.send_oversized()
+    await client.next_error()
+    told = json.dumps(client.last_error_event)
+    assert f"the limit is {FRAME_LIMIT}." in told, told
     await client.close()
 
 

@@ -38,10 +38,10 @@ CLOSE_UPSTREAM_CLOSED = 4503
 CLOSE_SESSION_ELSEWHERE = 4421
 
 
-def frame_too_large(size: int) -> GatewayError:
+def frame_too_large(size: int, *, limit: int) -> GatewayError:
+    """``limit``: the one the check applied (each dialect has its own), so the client is told the truth."""
     return GatewayError(
-        "frame_too_large",
-        f"The event is {size} bytes; the limit is {settings.REALTIME_MAX_FRAME_BYTES}. It was not relayed.",
+        "frame_too_large", f"The event is {size} bytes; the limit is {limit}. It was not relayed.",
     )
 
 
@@ -173,15 +173,15 @@ class ClientGate:
 
     __slots__ = ("bucket", "max_bytes")
 
-    def __init__(self):
+    def __init__(self, *, max_bytes: int | None = None):
         self.bucket = TokenBucket(rate=settings.REALTIME_EVENTS_PER_SECOND, burst=settings.REALTIME_EVENT_BURST)
-        self.max_bytes = settings.REALTIME_MAX_FRAME_BYTES
+        self.max_bytes = settings.REALTIME_MAX_FRAME_BYTES if max_bytes is None else max_bytes
 
     def check(self, text: str) -> GatewayError | None:
         length = len(text)
         # Characters never outnumber UTF-8 bytes; encode only when the answer could differ.
         if length > self.max_bytes or (length * 4 > self.max_bytes and len(text.encode()) > self.max_bytes):
-            return frame_too_large(len(text.encode()))
+            return frame_too_large(len(text.encode()), limit=self.max_bytes)
         if not self.bucket.allow():
             return RATE_LIMITED
         return None

@@ -126,8 +126,7 @@ class TasksConnection:
         self.task_session: TaskSession | None = None
         self.context: TaskContext | None = None
         self.lifecycle: SessionLifecycle | None = None
-        self.gate = ClientGate()
-        self.gate.max_bytes = settings.TASKS_MAX_FRAME_BYTES
+        self.gate = ClientGate(max_bytes=settings.TASKS_MAX_FRAME_BYTES)
         self.outbox = ClientOutbox(send, limit_bytes=settings.REALTIME_CLIENT_BUFFER_BYTES, on_abandon=self._abandon)
         self.probe = PongProbe.of(send)
         self.closing = False
