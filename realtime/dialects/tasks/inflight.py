@@ -11,6 +11,7 @@ death ends every connection anyway.
 from __future__ import annotations
 
 import json
+import math
 
 from django.conf import settings
 
@@ -33,7 +34,8 @@ async def task_inflight_add(*, session_uuid: str, task_uuid: str, task_type: str
     key = _key(session_uuid)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, task_uuid, json.dumps({"process": process_id(), "taskType": task_type}))
-    pipe.expire(key, settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS)
+    # Whole seconds: Redis refuses a float TTL (TASKS_UPSTREAM_TIMEOUT_SECONDS is one).
+    pipe.expire(key, math.ceil(settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS))
     await pipe.execute()
 
 
