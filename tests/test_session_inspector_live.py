@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -97,10 +98,12 @@ def test_inspector_shows_a_session_of_every_dialect(server_factory, project, own
         project=project, dialect="realtime", ended_at__isnull=False).values_list("session_id", flat=True).first())
     conversation_id = wait_for("the conversation session's end", lambda: SessionRecord.objects.filter(
         project=project, dialect="conversation", ended_at__isnull=False).values_list("session_id", flat=True).first())
-    rooms_id = wait_for("the rooms usage", lambda: UsageRecord.objects.filter(
-        project=project, dialect="rooms").values_list("session_id", flat=True).first())
-    tasks_id = wait_for("the tasks timeline", lambda: SessionEvent.objects.filter(
-        project=project, direction="task").values_list("session_id", flat=True).first())
+    # Every dialect's session has a record; its usage and timeline go under the record's id.
+    rooms_id = wait_for("the rooms session's end", lambda: SessionRecord.objects.filter(
+        project=project, dialect="rooms", ended_at__isnull=False).values_list("session_id", flat=True).first())
+    tasks_id = wait_for("the tasks session's end", lambda: SessionRecord.objects.filter(
+        project=project, dialect="tasks", ended_at__isnull=False).values_list("session_id", flat=True).first())
+    wait_for("the rooms usage", lambda: UsageRecord.objects.filter(project=project, session_id=rooms_id).exists())
     for session_id, last_type in ((realtime_id, "response.done"), (conversation_id, "response.done"),
                                   (rooms_id, "message"), (tasks_id, "task.text2speech")):
         wait_for(f"the timeline of {session_id}", lambda: SessionEvent.objects.filter(
@@ -124,11 +127,13 @@ def test_inspector_shows_a_session_of_every_dialect(server_factory, project, own
     rooms = page_for(owner, project, rooms_id)
     assert rooms.status_code == 200 and "Hello, room!" in rooms.content.decode()
     assert rooms.context["session"].dialect == "rooms"
+    assert rooms.context["session"].record is not None and rooms.context["session"].close_reason == "client_closed"
 
     tasks = page_for(owner, project, tasks_id)
     body = tasks.content.decode()
     assert tasks.status_code == 200 and "task.text2speech" in body and "hello inspector" in body
     assert tasks.context["session"].metrics.get("tasks:text2speech") == 1
+    assert tasks.context["session"].record is not None and tasks.context["session"].close_reason == "client_closed"
     assert "characters elided" in body  # the result's base64 audio is not stored
 
     # No audio payload anywhere in any timeline: audio events keep only their size.
@@ -147,5 +152,7 @@ def test_inspector_shows_a_session_of_every_dialect(server_factory, project, own
     listing = Client()
     listing.force_login(owner)
     sessions_page = listing.get(f"/projects/{project.slug}/sessions/").content.decode()
-    for session_id in (realtime_id, conversation_id, rooms_id, tasks_id):  # each opens from the Sessions tab
-        assert f'href="/projects/{project.slug}/sessions/{session_id}/"' in sessions_page, session_id
+    # Each session is listed once (its record), and opens from the Sessions tab.
+    listed = re.findall(rf'href="/projects/{re.escape(project.slug)}/sessions/([^"/]+)/"', sessions_page)
+    assert sorted(listed) == sorted((realtime_id, conversation_id, rooms_id, tasks_id)), listed
+    assert set(SessionEvent.objects.filter(project=project).values_list("session_id", flat=True)) == set(listed)

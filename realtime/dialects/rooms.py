@@ -114,13 +114,14 @@ async def connect(sid, environ, auth):
             key = await session_admit(token=token)
     except AuthFailed as exc:
         raise _refuse(exc.error) from None
+    # One id for the session's record, usage and timeline: one session on the Sessions page.
     lifecycle = SessionLifecycle(auth=key, dialect="rooms", session_id=f"rooms:{sid}")
     try:
         await lifecycle.start()
     except SessionRefused as exc:
         raise _refuse(exc.error) from None
     room = room_name(project_id=key.project_id, environment_id=key.environment_id)
-    meter = SessionMeter(key=key, session_id=f"rooms:{sid}", dialect="rooms", count_session_time=False)
+    meter = SessionMeter(key=key, session_id=lifecycle.session_id, dialect="rooms", count_session_time=False)
     meter.start()
     connection = _connections[sid] = RoomConnection(
         auth=key, room=room, meter=meter, lifecycle=lifecycle,
@@ -182,7 +183,7 @@ async def message(sid, data=None, *extra):  # an emit with no payload, or severa
         await sio.emit("error", _error("message_not_delivered", "The message reached only part of the room "
                                        "(the bus between gateway processes is unavailable); it was not billed."),
                        to=sid)
-    timeline_note(project_id=connection.auth.project_id, session_id=connection.meter.session_id, direction="client",
+    timeline_note(project_id=connection.auth.project_id, session_id=connection.lifecycle.session_id, direction="client",
                   event={"type": "message", "data": data})
 
 

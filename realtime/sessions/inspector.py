@@ -128,13 +128,3 @@ def session_inspection_get(*, project_id: int, session_id: str) -> SessionInspec
         timeline=timeline, transcript=transcript, turns=turns,
     )
 
-
-def sessions_without_record(*, project_id: int, limit: int = 50) -> list[dict]:
-    """Recent sessions known only from their timeline (dialects that keep no session record: tasks
-    and rooms): session id, dialect, first and last event, newest first."""
-    from django.db.models import Max, Min
-
-    recorded = SessionRecord.objects.filter(project_id=project_id).values("session_id")
-    rows = (SessionEvent.objects.filter(project_id=project_id).exclude(session_id__in=recorded)
-            .values("session_id").annotate(first=Min("at"), last=Max("at")).order_by("-last")[:limit])
-    return [{**row, "dialect": "rooms" if row["session_id"].startswith("rooms:") else "tasks"} for row in rows]

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.selectors import membership_get_for_user
 from realtime.gateway.records import session_records_for_project
-from realtime.sessions.inspector import session_inspection_get, sessions_without_record
+from realtime.sessions.inspector import session_inspection_get
 
 
 def _row(record, now) -> dict:
@@ -39,7 +39,6 @@ def session_list(request, slug):
     return render(request, "realtime/sessions.html", {
         "membership": membership, "project": membership.project, "nav": "sessions",
         "live": [row for row in rows if row["live"]], "recent": [row for row in rows if not row["live"]],
-        "other": sessions_without_record(project_id=membership.project.pk),
     })
 
 

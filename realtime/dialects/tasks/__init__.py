@@ -20,3 +20,6 @@ class TaskFailed(Exception):
 class TaskContext:
     auth: ConnectionAuth
     public_base_url: str  # where this gateway's HTTP side is reachable by the client (image URLs)
+    # The gateway's id of the connection's session (its record): the task's usage and timeline go under
+    # it, so the Sessions page and the inspector show one session with all three.
+    session_id: str

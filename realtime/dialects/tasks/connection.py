@@ -291,7 +291,8 @@ class TasksConnection:
         lifecycle.on_revoked = lambda: self.refuse(limits.KEY_REVOKED)
         self.lifecycle = lifecycle
         self.auth, self.session_uuid = auth, session_uuid
-        self.context = TaskContext(auth=auth, public_base_url=_public_base_url(self.scope))
+        self.context = TaskContext(auth=auth, public_base_url=_public_base_url(self.scope),
+                                   session_id=lifecycle.session_id)
         self.scope = None
         # Results reaching this connection directly wait until the handed-over and buffered ones are out.
         self._held = []
@@ -356,6 +357,11 @@ class TasksConnection:
 
     # --- Results (TaskLink) -------------------------------------------------------------------------
 
+    @property
+    def session_id(self) -> str:
+        """The gateway's id of this connection's session: its record, usage and timeline."""
+        return self.lifecycle.session_id if self.lifecycle is not None else ""
+
     async def deliver(self, text: str) -> None:
         """A result of this session produced in this process (called by the task runner)."""
         if self._held is not None:
@@ -404,8 +410,8 @@ class TasksConnection:
     def step_aside(self) -> list[str]:
         """A connection resuming this session replaces this one (which may be silently dead)."""
         unconfirmed, self._unconfirmed = self._unconfirmed, []
-        if self.task_session is not None and self in self.task_session.links:
-            self.task_session.links.remove(self)
+        if self.task_session is not None:  # its meter closes once its tasks are done
+            task_session_detach(session=self.task_session, link=self)
         self.task_session = None  # nothing more reaches this connection
         self.refuse(SESSION_REPLACED)
         return unconfirmed

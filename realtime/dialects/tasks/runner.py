@@ -10,15 +10,16 @@ the outbox when it attaches, before anything is sent to it directly. A connectio
 delivered only once the client answered a ping sent after it; until then it keeps the result, and
 gives it back (to the connection resuming the session, or to the outbox) when it goes.
 
-A TaskSession ends when no connection is attached here and none of its tasks is running: its meter
-is flushed and it leaves the registry. Running tasks are named and tracked; at process shutdown they
-are cancelled with the loop.
+Usage and the timeline go under the session record of the connection that sent the task (TaskContext
+.session_id), one meter per such session: a resumed session is a new record. A meter is closed (its
+usage flushed) once its connection is gone and its tasks have finished. A TaskSession ends when no
+connection is attached here and none of its tasks is running: it leaves the registry. Running tasks
+are named and tracked; at process shutdown they are cancelled with the loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -41,6 +42,9 @@ Handler = Callable[[dict, TaskContext], Awaitable[dict]]
 
 class TaskLink(Protocol):
     """A connection attached to a task session in this process."""
+
+    @property
+    def session_id(self) -> str: ...  # its session record's id (see TaskContext.session_id)
 
     async def deliver(self, text: str) -> None: ...
     def step_aside(self) -> list[str]: ...  # detach, close (session_replaced), return unconfirmed results
@@ -104,13 +108,17 @@ class TaskSession:
         self.session_uuid = session_uuid
         self.auth = auth
         self.links: list[TaskLink] = []  # connections attached in this process, oldest first
-        self.running: set[asyncio.Task] = set()
+        self.running: dict[asyncio.Task, str] = {}  # each running task, and the session id it was sent in
         self._slots = asyncio.Semaphore(settings.TASKS_MAX_CONCURRENT)
-        # A meter per process-side session: its ledger rows must not collide with another process's.
-        self.meter = SessionMeter(key=auth, session_id=f"{session_uuid}:{uuid.uuid4().hex[:8]}", dialect="tasks",
-                                  count_session_time=False)
-        self.meter.start()
-        self._closing: asyncio.Task | None = None
+        self._meters: dict[str, SessionMeter] = {}  # by session record id (unique per connection, so per process)
+        self.ended = False
+
+    def meter(self, session_id: str) -> SessionMeter:
+        meter = self._meters.get(session_id)
+        if meter is None:
+            meter = self._meters[session_id] = SessionMeter(key=self.auth, session_id=session_id, dialect="tasks",
+                                                            count_session_time=False)
+        return meter
 
     def submit(self, task: dict, ctx: TaskContext) -> str | None:
         """Start a validated task; an error message (not started) when too many are pending."""
@@ -119,7 +127,7 @@ class TaskSession:
                                  "unfinished tasks; wait for results before sending more.",
                                  task_uuid=task["taskUUID"], task_type=task["taskType"])
         running = asyncio.create_task(self._run(task, ctx), name=f"task:{task['taskType']}:{task['taskUUID']}")
-        self.running.add(running)
+        self.running[running] = ctx.session_id
         running.add_done_callback(self._task_done)
         return None
 
@@ -141,13 +149,14 @@ class TaskSession:
             else:
                 message = data_message(task, result)
                 if task_type not in UNMETERED:
-                    self.meter.add(f"tasks:{task_type}", 1)
+                    meter = self.meter(ctx.session_id)
+                    meter.add(f"tasks:{task_type}", 1)
                     try:
                         # Written before the result leaves: a process that dies after delivering still billed it.
-                        await self.meter.flush()
+                        await meter.flush()
                     except Exception:  # the periodic flush retries the same batch (idempotently)
                         logger.exception("usage flush failed for task %s", task_uuid)
-        timeline_note(project_id=self.auth.project_id, session_id=self.meter.session_id, direction="task",
+        timeline_note(project_id=self.auth.project_id, session_id=ctx.session_id, direction="task",
                       event={"type": f"task.{task_type}", "task": task, "result": orjson.loads(message)})
         await self.publish(message)
         await _tolerant(inflight.task_inflight_done(session_uuid=self.session_uuid, task_uuid=task_uuid))
@@ -161,20 +170,24 @@ class TaskSession:
         await task_notice_send(kind="pending", session_uuid=self.session_uuid)
 
     def _task_done(self, task: asyncio.Task) -> None:
-        self.running.discard(task)
+        self.running.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("task runner %s crashed", task.get_name(), exc_info=task.exception())
         self._maybe_end()
 
     def _maybe_end(self) -> None:
-        if self.links or self.running or self._closing is not None:
+        """Close the meters no connection or task uses any more; end once nothing is attached or running."""
+        in_use = {link.session_id for link in self.links} | set(self.running.values())
+        for session_id in [session_id for session_id in self._meters if session_id not in in_use]:
+            closing = asyncio.get_running_loop().create_task(self._meters.pop(session_id).close(),
+                                                             name=f"tasks-meter-close:{session_id}")
+            _meters_closing.add(closing)
+            closing.add_done_callback(_meters_closing.discard)
+        if self.links or self.running or self.ended:
             return
+        self.ended = True
         if _sessions.get(self.session_uuid) is self:
             del _sessions[self.session_uuid]
-        self._closing = asyncio.get_running_loop().create_task(self.meter.close(),
-                                                               name=f"tasks-meter-close:{self.session_uuid}")
-        _meters_closing.add(self._closing)
-        self._closing.add_done_callback(_meters_closing.discard)
 
 
 def task_session_attach(*, session_uuid: str, auth: ConnectionAuth, link: TaskLink) -> tuple[TaskSession, list[str]]:
@@ -186,9 +199,9 @@ def task_session_attach(*, session_uuid: str, auth: ConnectionAuth, link: TaskLi
     if session is None:
         session = _sessions[session_uuid] = TaskSession(session_uuid=session_uuid, auth=auth)
     handed_over: list[str] = []
-    for previous in list(session.links):
+    previous_links, session.links = session.links, [link]
+    for previous in previous_links:
         handed_over.extend(previous.step_aside())
-    session.links = [link]
     return session, handed_over
 
 
