@@ -334,7 +334,8 @@ class TasksConnection:
         buffered is taken (a lost ``pending`` notice delays a result by at most this interval)."""
         interval = min(settings.TASKS_BUFFER_SECONDS / 3, liveness.LEASE_SECONDS / 3)
         assert self.session_uuid is not None  # authenticated
-        while True:
+        # Ends with the connection even if a Redis call swallowed the cancel of _end (which waits for it).
+        while not self.closing:
             await asyncio.sleep(interval)
             try:
                 await task_session_touch(session_uuid=self.session_uuid)
@@ -426,6 +427,7 @@ class TasksConnection:
     # --- End ----------------------------------------------------------------------------------------
 
     async def _end(self) -> None:
+        self.closing = True  # results arriving from now on are kept, and given back below
         _live.discard(self)
         if self._probe_timer is not None:
             self._probe_timer.cancel()
