@@ -33,7 +33,7 @@ async def task_inflight_add(*, session_uuid: str, task_uuid: str, task_type: str
     key = _key(session_uuid)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, task_uuid, json.dumps({"process": process_id(), "taskType": task_type}))
-    pipe.expire(key, settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS)
+    pipe.expire(key, int(settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS))  # whole seconds only
     await pipe.execute()
 
 
