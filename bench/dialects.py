@@ -1,7 +1,8 @@
 """Dialects benchmark: what the tasks, conversation and rooms adapters cost on top of their references.
 
-Per run, on fresh processes on loopback (daphne serving project.asgi:application, a throwaway
-PostgreSQL database, Redis):
+Per run, on fresh processes on loopback (a throwaway PostgreSQL database, Redis): the gateway
+(project.asgi:application) under uvicorn with the production options of README.md, with and without
+REDIS_URL, and under daphne (as the live tests serve it; tasks only), and the references:
   tasks ping       one connection, sequential ``ping`` tasks: round-trip p50/p95. A result goes
                    straight to the connection of its session and is confirmed by a WebSocket ping
                    (one per 50 ms of results). Reference: bench/tasks_reference.py, the same
@@ -9,11 +10,14 @@ PostgreSQL database, Redis):
   tasks throughput CONNECTIONS connections, each keeping WINDOW pings in flight: tasks per second.
   conversation     one connection, sequential ConversationRequests answered by the built-in local agent
                    (text): p50 per turn. Reference: the same turn through the realtime dialect
-                   (conversation.item.create + response.create until response.done) on the same server.
+                   (conversation.item.create + response.create until response.done) on the same server,
+                   on a connection open alongside: the two alternate in blocks of turns, so both meet
+                   the same load on the shared machine.
   rooms fan-out    ROOM_CLIENTS Socket.IO clients in one room (python-socketio's AsyncClient, WebSocket
                    transport); one of them sends: the time until every client has a message (p50 over
                    sequential messages), and deliveries per second for a burst. Reference:
-                   bench/rooms_reference.py, a bare python-socketio server under daphne.
+                   bench/rooms_reference.py, a bare python-socketio server under the same server
+                   (uvicorn) as the gateway.
 
 Medians over runs; ratios are taken within each run, then their median. ``python bench/dialects.py``
 writes the dialects section of bench/README.md and bench/results/dialects.json; ``--no-write`` prints.
@@ -44,6 +48,7 @@ from relay import (  # noqa: E402  (bench helpers: processes, database, machine 
     machine,
     percentile,
     prepare_database,
+    server_commands,
     start_server,
 )
 from support import django_setup, readme_section_write  # noqa: E402
@@ -101,19 +106,35 @@ def ping() -> tuple[str, str]:
     return task_uuid, orjson.dumps({"taskType": "ping", "taskUUID": task_uuid}).decode()
 
 
-async def tasks_latency(url: str, key: str, count: int) -> list[float]:
-    ws = await tasks_open(url, key)
+async def tasks_pings(ws, count: int) -> list[float]:
     times = []
+    for _ in range(count):
+        task_uuid, text = ping()
+        started = time.perf_counter()
+        await ws.send(text)
+        answer = orjson.loads(await ws.recv())
+        times.append((time.perf_counter() - started) * 1000)
+        assert answer["data"][0]["taskUUID"] == task_uuid
+    return times
+
+
+PING_BLOCKS = 5
+
+
+async def tasks_latency_alternating(urls: dict[str, str], key: str, count: int) -> dict[str, list[float]]:
+    """``count`` pings per target on one connection each, the targets taking turns in blocks (each
+    block in another order), so the gateways and the reference meet the same load."""
+    sockets = {name: await tasks_open(url, key) for name, url in urls.items()}
+    times: dict[str, list[float]] = {name: [] for name in urls}
     try:
-        for _ in range(count):
-            task_uuid, text = ping()
-            started = time.perf_counter()
-            await ws.send(text)
-            answer = orjson.loads(await ws.recv())
-            times.append((time.perf_counter() - started) * 1000)
-            assert answer["data"][0]["taskUUID"] == task_uuid
+        for ws in sockets.values():
+            await tasks_pings(ws, 20)  # warm-up: connections, caches
+        names = list(urls)
+        for number in range(PING_BLOCKS):
+            for name in names[number % len(names):] + names[:number % len(names)]:
+                times[name] += await tasks_pings(sockets[name], max(1, count // PING_BLOCKS))
     finally:
-        await ws.close()
+        await asyncio.gather(*(ws.close() for ws in sockets.values()))
     return times
 
 
@@ -139,34 +160,67 @@ async def tasks_throughput(url: str, key: str, connections: int, per_connection:
     return connections * per_connection / elapsed
 
 
-async def conversation_turns(server_url: str, key: str, deployment_key: str, count: int) -> list[float]:
+async def conversation_open(server_url: str, key: str, deployment_key: str):
     query = urlencode({"apiKey": key, "deploymentKey": deployment_key, "channelKey": "bench-en-US"})
+    ws = await websockets.connect(f"{server_url}/v1/conversation?{query}", compression=None)
+    json.loads(await ws.recv())
+    return ws
+
+
+async def conversation_turns(ws, count: int) -> list[float]:
     times = []
-    async with websockets.connect(f"{server_url}/v1/conversation?{query}", compression=None) as ws:
-        json.loads(await ws.recv())
-        for n in range(count):
-            started = time.perf_counter()
-            await ws.send(json.dumps({"request": {"unstructured": {"text": f"turn number {n}"}}, "userId": "bench"}))
-            assert "messages" in json.loads(await ws.recv())
-            times.append((time.perf_counter() - started) * 1000)
+    for n in range(count):
+        started = time.perf_counter()
+        await ws.send(json.dumps({"request": {"unstructured": {"text": f"turn number {n}"}}, "userId": "bench"}))
+        assert "messages" in json.loads(await ws.recv())
+        times.append((time.perf_counter() - started) * 1000)
     return times
 
 
-async def realtime_turns(server_url: str, key: str, count: int) -> list[float]:
+async def realtime_open(server_url: str, key: str):
+    ws = await websockets.connect(f"{server_url}/v1/realtime", compression=None,
+                                  additional_headers={"Authorization": f"Bearer {key}"})
+    await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
+                                                                      "output_modalities": ["text"]}}))
+    return ws
+
+
+async def realtime_turns(ws, count: int) -> list[float]:
     times = []
-    async with websockets.connect(f"{server_url}/v1/realtime", compression=None,
-                                  additional_headers={"Authorization": f"Bearer {key}"}) as ws:
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime",
-                                                                          "output_modalities": ["text"]}}))
-        for n in range(count):
-            started = time.perf_counter()
-            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn number {n}"}]}}))
-            await ws.send(json.dumps({"type": "response.create"}))
-            while json.loads(await ws.recv()).get("type") != "response.done":
-                pass
-            times.append((time.perf_counter() - started) * 1000)
+    for n in range(count):
+        started = time.perf_counter()
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"turn number {n}"}]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        while json.loads(await ws.recv()).get("type") != "response.done":
+            pass
+        times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+TURN_BLOCKS = 6
+
+
+async def turns_alternating(server_url: str, key: str, deployment_key: str, count: int) -> dict[str, float]:
+    """Conversation and realtime turns on two connections open side by side, in alternating blocks
+    (each leading every other block): p50 per turn of each."""
+    conversation = await conversation_open(server_url, key, deployment_key)
+    realtime = await realtime_open(server_url, key)
+    times: dict[str, list[float]] = {"conversation": [], "realtime": []}
+    try:
+        await conversation_turns(conversation, 3)  # warm-up
+        await realtime_turns(realtime, 3)
+        block = max(1, count // TURN_BLOCKS)
+        for number in range(TURN_BLOCKS):
+            order = ("conversation", "realtime") if number % 2 == 0 else ("realtime", "conversation")
+            for name in order:
+                if name == "conversation":
+                    times[name] += await conversation_turns(conversation, block)
+                else:
+                    times[name] += await realtime_turns(realtime, block)
+    finally:
+        await asyncio.gather(conversation.close(), realtime.close())
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 async def rooms_open(http_url: str, key: str | None, count: int):
@@ -212,41 +266,46 @@ async def rooms_fanout(http_url: str, key: str | None, clients: int, messages: i
 
 # --- Runs -----------------------------------------------------------------------------------------
 
+# Gateways measured: (name, server, with REDIS_URL). uvicorn is the production server (README.md,
+# "Running several processes"); daphne serves the live tests. daphne's own floor (a bare ASGI app
+# answering pings) is about 1.7x the reference: the daphne row shows the server, not the dialect.
+GATEWAYS = (("gateway-redis", "uvicorn", True), ("gateway-inprocess", "uvicorn", False),
+            ("gateway-daphne", "daphne", True))
+
+
 def start_run(args, logs: Path, number: int):
-    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"]
+    commands = server_commands(sys.executable)
     servers = {}
-    for name, redis_url in (("gateway-redis", args.redis_url), ("gateway-inprocess", None)):
+    for name, server, with_redis in GATEWAYS:
         port = free_port()
-        servers[name] = start_server(f"{name}-{number}", [p.replace("{port}", str(port)) for p in daphne],
-                                     gateway_env(args.database_url, redis_url), logs, port)
+        servers[name] = start_server(f"{name}-{number}", [p.replace("{port}", str(port)) for p in commands[server]],
+                                     gateway_env(args.database_url, args.redis_url if with_redis else None), logs, port)
     port = free_port()
     servers["reference"] = start_server(f"reference-{number}",
                                         [sys.executable, "bench/tasks_reference.py", "--port", str(port)],
                                         os.environ.copy(), logs, port)
     port = free_port()
-    servers["rooms-reference"] = start_server(
-        f"rooms-reference-{number}",
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.rooms_reference:application"],
-        os.environ.copy(), logs, port)
+    floor = [p.replace("{port}", str(port)).replace("project.asgi:application", "bench.tasks_asgi_reference:application")
+             for p in commands["daphne"]]
+    servers["daphne-floor"] = start_server(f"daphne-floor-{number}", floor, os.environ.copy(), logs, port)
+    port = free_port()
+    rooms = [p.replace("{port}", str(port)).replace("project.asgi:application", "bench.rooms_reference:application")
+             for p in commands["uvicorn"]]
+    servers["rooms-reference"] = start_server(f"rooms-reference-{number}", rooms, os.environ.copy(), logs, port)
     return servers
 
 
 async def one_run(servers, key: str, deployment_key: str, args) -> dict:
     result: dict = {"ping": {}, "throughput": {}, "turns": {}, "rooms": {}}
-    for name, server in servers.items():
-        if name == "rooms-reference":
-            continue
-        url = f"ws://127.0.0.1:{server.port}" + ("/v1/" if name != "reference" else "/")
-        await tasks_latency(url, key, 20)  # warm-up: connections, caches
-        times = await tasks_latency(url, key, args.pings)
+    urls = {name: f"ws://127.0.0.1:{server.port}" + ("/v1/" if name.startswith("gateway") else "/")
+            for name, server in servers.items() if name != "rooms-reference"}
+    for name, times in (await tasks_latency_alternating(urls, key, args.pings)).items():
         result["ping"][name] = {"p50": statistics.median(times), "p95": percentile(times, 0.95)}
+    for name, url in urls.items():
         result["throughput"][name] = await tasks_throughput(url, key, args.connections, args.per_connection,
                                                             args.window)
     gateway = f"ws://127.0.0.1:{servers['gateway-redis'].port}"
-    await conversation_turns(gateway, key, deployment_key, 3)
-    await realtime_turns(gateway, key, 3)
-    result["turns"]["conversation"] = statistics.median(await conversation_turns(gateway, key, deployment_key, args.turns))
-    result["turns"]["realtime"] = statistics.median(await realtime_turns(gateway, key, args.turns))
+    result["turns"] = await turns_alternating(gateway, key, deployment_key, args.turns)
     for name in ("gateway-redis", "gateway-inprocess", "rooms-reference"):
         http_url = f"http://127.0.0.1:{servers[name].port}"
         credential = None if name == "rooms-reference" else key
@@ -289,11 +348,16 @@ def render(summary: dict, meta: dict) -> str:
            "the ratios less so.",
            "", "Run: `.venv/bin/python bench/dialects.py` (`--help` for options). Needs PostgreSQL and Redis on loopback.",
            "",
-           f"**Tasks** (`ws /v1/`): `ping` round trips on one connection ({meta['pings']} per run), and throughput with "
-           f"{meta['connections']} connections keeping {meta['window']} pings in flight each. *gateway-redis*: REDIS_URL "
-           "set (session registry and redelivery buffer in Redis; a result for a client attached to "
-           "the same process goes straight to it, confirmed by one WebSocket ping per 50 ms of results); *gateway-inprocess*: the embedded defaults (no REDIS_URL); "
-           "*reference*: `bench/tasks_reference.py`, the same exchange with nothing else.", "",
+           f"**Tasks** (`ws /v1/`): `ping` round trips on one connection per target ({meta['pings']} per run; the "
+           "targets take turns in blocks of pings, so each meets the same load), and throughput with "
+           f"{meta['connections']} connections keeping {meta['window']} pings in flight each. The gateway runs under "
+           "uvicorn with the production options of README.md (uvloop, httptools, websockets-sansio). *gateway-redis*: "
+           "REDIS_URL set (session registry and redelivery buffer in Redis; a result for a client attached to "
+           "the same process goes straight to it, confirmed by one WebSocket ping per 50 ms of results); "
+           "*gateway-inprocess*: the embedded defaults (no REDIS_URL); *gateway-daphne*: gateway-redis under daphne, "
+           "as the live tests serve it; *daphne-floor*: `bench/tasks_asgi_reference.py`, a bare ASGI application "
+           "answering pings under daphne (daphne's own cost, without the gateway); *reference*: "
+           "`bench/tasks_reference.py`, the same exchange on a bare `websockets` server.", "",
            "| target | p50 ms | p95 ms | p50 × reference | tasks/s | throughput × reference |",
            "|---|---:|---:|---:|---:|---:|"]
     for name, row in summary["ping"].items():
@@ -302,9 +366,10 @@ def render(summary: dict, meta: dict) -> str:
                    f"{t['per_s']:,.0f} | {t['x_reference']:.2f} |")
     turns = summary["turns"]
     out += ["", f"**Conversation** (`ws /v1/conversation`, built-in local agent, text): median per turn over "
-            f"{meta['turns']} turns, against the same turn through the realtime dialect on the same server. The conversation "
-            "dialect also stores each exchange (one transaction, before the answer is sent); the gateway runs with "
-            "`DATABASE_CONN_MAX_AGE=60` (persistent database connections, as in production).", "",
+            f"{meta['turns']} turns, against the same turn through the realtime dialect on the same server (gateway-redis, "
+            "uvicorn), on two connections open side by side taking turns in blocks of turns. The conversation "
+            "dialect also stores each exchange (after the answer has left, by one writer per connection); the gateway "
+            "runs with `DATABASE_CONN_MAX_AGE=60` (persistent database connections, as in production).", "",
             "| dialect | p50 ms per turn |", "|---|---:|",
             f"| conversation | {turns['conversation']:.2f} |", f"| realtime (reference) | {turns['realtime']:.2f} |",
             f"| ratio | {turns['x_realtime']:.2f}× |",
@@ -312,7 +377,7 @@ def render(summary: dict, meta: dict) -> str:
             f"**Rooms fan-out** (`/socket.io/`, WebSocket transport): {meta['room_clients']} clients in one room, one "
             f"of them sending; p50/p95 of the time until every client has a message ({meta['room_messages']} "
             f"sequential messages), and deliveries per second for a burst of {meta['room_burst']}. *rooms-reference*: "
-            "`bench/rooms_reference.py`, a bare python-socketio server under daphne on the same machine. "
+            "`bench/rooms_reference.py`, a bare python-socketio server under uvicorn (the gateway's server and options). "
             "*gateway-redis* broadcasts through python-socketio's Redis manager (as across processes).", "",
             "| target | p50 ms | p95 ms | p50 × reference | deliveries/s | throughput × reference |",
             "|---|---:|---:|---:|---:|---:|"]

@@ -1,8 +1,8 @@
 """The smallest rooms server, the reference for bench/dialects.py's rooms fan-out: python-socketio's
-ASGI app served by daphne like the gateway, every client in one room, a ``message`` broadcast to the
+ASGI app served like the gateway (bench/dialects.py: uvicorn), every client in one room, a ``message`` broadcast to the
 room. No authentication, database, metering or limits.
 
-Run: ``python -m daphne -b 127.0.0.1 -p N bench.rooms_reference:application`` (from the repository root).
+Run: ``python -m uvicorn bench.rooms_reference:application --port N`` (or under daphne), from the repository root.
 """
 from __future__ import annotations
 

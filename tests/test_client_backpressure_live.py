@@ -198,10 +198,10 @@ async def test_a_client_that_stops_reading_is_cut_off_with_its_code_and_memory_s
     assert texts[-1]["type"] == "error"
     assert client.protocol.close_rcvd is not None and client.protocol.close_rcvd.code == 4430
     # The sessions page shows why it ended (written by the server process once its close completes).
-    session_id = url.split("key=")[1].split("&")[0]
+    client_key = url.split("key=")[1].split("&")[0]  # the client's id; the record keeps it beside the gateway's own
 
     def ended():
-        return list(SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=False)
+        return list(SessionRecord.objects.filter(client_key=client_key, ended_at__isnull=False)
                     .values_list("close_reason", flat=True))
 
     async with asyncio.timeout(15):

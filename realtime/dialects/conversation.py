@@ -145,12 +145,23 @@ class ConversationConnection:
         self.writer = asyncio.create_task(self._write_exchanges(), name=f"conversation-writer:{id(self):x}")
 
     async def _write_exchanges(self) -> None:
+        """Exchanges answered while a write was under way share the next transaction (in order): the
+        writes keep up with a busy conversation at one transaction per write, not per exchange."""
         pk = self.conversation.pk
-        while (turns := await self._writes.get()) is not None:
-            try:
-                await database_sync_to_async(conversation_turns_save)(conversation_pk=pk, turns=turns)
-            except Exception:  # the database is away: the client has its answer; the history misses it
-                logger.exception("conversation %s: an exchange could not be stored", self.conversation.conversation_id)
+        while True:
+            batch = [await self._writes.get()]
+            while not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            exchanges = [exchange for exchange in batch if exchange is not None]
+            turns = [turn for exchange in exchanges for turn in exchange]
+            if turns:
+                try:
+                    await database_sync_to_async(conversation_turns_save)(conversation_pk=pk, turns=turns)
+                except Exception:  # the database is away: the client has its answer; the history misses it
+                    logger.exception("conversation %s: %d exchange(s) could not be stored",
+                                     self.conversation.conversation_id, len(exchanges))
+            if len(exchanges) < len(batch):  # the end-of-connection mark: every answered exchange is written
+                return
 
     def send(self, text: str) -> None:
         self.outbox.push(text, bounded=False)

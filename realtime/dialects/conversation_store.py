@@ -58,7 +58,7 @@ def conversation_exchange_turns(*, conversation_pk: int, user_text: str, user_id
 
 
 def conversation_turns_save(*, conversation_pk: int, turns: list[ConversationTurn]) -> None:
-    """Store one exchange in one transaction."""
+    """Store the turns of one or more exchanges, in order, in one transaction."""
     with transaction.atomic():
         ConversationTurn.objects.bulk_create(turns)
         Conversation.objects.filter(pk=conversation_pk).update(updated_at=timezone.now())

@@ -4,16 +4,20 @@ points at something real, no inline script or handler; and each bug of issue 13 
 would meet it. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
+import hashlib
 import re
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from accounts.models import Agent, ApiKey, Deployment, EnvironmentKind, Membership, Provider
+from accounts.models import Agent, ApiKey, Deployment, EnvironmentKind, Invitation, Membership, Provider
 from accounts.services import api_key_create
 from realtime.agents import services as agent_services
 from realtime.gateway.records import session_record_start
+from realtime.models import SessionEvent
 from tests.browser.conftest import browser_user_prepare, sign_in
 from tests.browser.portal_support import (
     axe_serious,
@@ -30,6 +34,10 @@ from tests.browser.portal_support import (
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 
+SESSION_ID = "console-" + "7f3a9c2e" * 6
+INVITATION_TOKEN = "invitation-token-for-the-audit-0123456789abcdef"
+
+
 @pytest.fixture
 def portal(server_factory, owner, member, project):
     """A project with something on every page: a second agent, a non-default deployment, keys, a
@@ -40,11 +48,22 @@ def portal(server_factory, owner, member, project):
     agent_services.deployment_create(project=project, environment=development, agent=agent, name="Canary",
                                      is_default=False, task_upstream_url="")
     key, _secret = api_key_create(project=project, environment=development, name="laptop", created_by=owner)
-    record = session_record_start(session_id="console-" + "7f3a9c2e" * 6, project_id=project.pk,
+    record = session_record_start(session_id=SESSION_ID, project_id=project.pk,
                                   api_key_pk=str(key.pk), key_id=key.key_id, deployment_id=None, dialect="realtime")
     record.ended_at = record.started_at
     record.close_reason = "client_closed"
     record.save()
+    # A timeline for the session inspector, as the gateway's timeline writer stores it (audio elided).
+    at = record.started_at
+    for direction, kind, data in [
+        ("client", "conversation.item.create", {"item": {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]}}),
+        ("upstream", "response.output_text.delta", {"delta": "Hi there"}),
+        ("upstream", "response.done", {"response": {"status": "completed", "usage": {"total_tokens": 9}}}),
+    ]:
+        SessionEvent.objects.create(project=project, session_id=SESSION_ID, at=at, direction=direction, type=kind, data=data)
+    Invitation.objects.create(project=project, email="newcomer@example.com", role="member", invited_by=owner,
+                              token_digest=hashlib.sha256(INVITATION_TOKEN.encode()).hexdigest(),
+                              expires_at=timezone.now() + timedelta(days=7))
     server = server_factory(env={"REALTIME_ALLOWED_ORIGINS": "http://127.0.0.1:{port}",
                                  "REALTIME_METER_FLUSH_SECONDS": "1"})
     return server, project, key, agent
@@ -68,11 +87,13 @@ def _pages(project, key, agent, member_row) -> list[tuple[str, str]]:
         ("usage", f"/projects/{slug}/usage/"), ("usage-key", f"/projects/{slug}/usage/keys/{key.key_id}/"),
         ("statement", f"/projects/{slug}/usage/statements/2026-01/"), ("budgets", f"/projects/{slug}/usage/budgets/"),
         ("api-docs", "/api/docs/"), ("password", "/accounts/password/change/"),
+        ("session-inspect", f"/projects/{slug}/sessions/{SESSION_ID}/"), ("console-code", f"/projects/{slug}/console/code/"),
     ]
 
 
 ANONYMOUS_PAGES = [("login", "/accounts/login/"), ("signup", "/accounts/signup/"),
-                   ("password-reset", "/accounts/password/reset/"), ("verify-email", "/accounts/confirm-email/")]
+                   ("password-reset", "/accounts/password/reset/"), ("verify-email", "/accounts/confirm-email/"),
+                   ("invitation", f"/invitations/{INVITATION_TOKEN}/")]
 
 
 def _audit(page, name) -> list[str]:
