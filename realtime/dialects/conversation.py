@@ -32,6 +32,7 @@ from realtime.dialects.conversation_store import (
     conversation_turns_save,
 )
 from realtime.gateway.auth import AuthFailed, scope_query
+from realtime.gateway.background import tasks_stop
 from realtime.gateway.lifecycle import session_admit
 from realtime.gateway.limits import (
     CLOSE_BAD_REQUEST,
@@ -326,8 +327,7 @@ class ConversationConnection:
 
     async def disconnect(self, code: int | None) -> None:
         if self.worker is not None:
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
+            await tasks_stop([self.worker])
         if self.reply is not None:
             self.reply.finish()
         if self.writer is not None:

@@ -27,6 +27,7 @@ from django.conf import settings
 from realtime.dialects import rooms_bus
 from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth
+from realtime.gateway.background import tasks_stop
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
@@ -199,8 +200,7 @@ async def disconnect(sid, reason=None):
         metrics.session_closed("rooms", connection.close_reason if connection.ending else str(reason or "client_closed"))
         watch = connection.watch
         if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            await tasks_stop([watch])
         # Its own task, held here: the final usage flush and the record must not be cut short with the
         # connection's task.
         _spawn(_release(connection), f"rooms-release:{sid}")

@@ -275,9 +275,12 @@ def test_speaking_over_the_agent_stops_playback_and_truncates_what_was_not_heard
         truncate = log_rows(page, "conversation.item.truncate", "out")
         expect(truncate).to_have_count(1)
         expect(log_rows(page, "conversation.item.truncated")).to_have_count(1)
-        assert page.evaluate("window.switchboardConsole.playback.stats.queued") == 0
         sent = page.evaluate("""window.switchboardConsole.state.log
             .find((e) => e.direction === "out" && e.type === "conversation.item.truncate").event""")
+        # Playback of the interrupted reply stopped at once: none of it is queued or played from now on
+        # (the fake microphone loops, so a later reply to the user's next words may well be playing).
+        played_of_item = "(id) => window.switchboardConsole.playback.stats.playedByTag[id] || 0"
+        heard_samples = page.evaluate(played_of_item, sent["item_id"])
         played_ms = page.evaluate("window.switchboardConsole.stats.playbackSamples") / 24
         # What was heard: more than the 100 ms that proved playback started, never more than was played.
         assert 100 < sent["audio_end_ms"] <= played_ms + 1
@@ -295,6 +298,8 @@ def test_speaking_over_the_agent_stops_playback_and_truncates_what_was_not_heard
         shown = cut.locator(".text").inner_text().removesuffix(" —").strip()
         assert shown and said.startswith(shown) and len(shown) < len(said.strip()), (shown, said)
         assert int(cut.get_attribute("data-heard-ms")) == sent["audio_end_ms"]
+        assert page.evaluate(played_of_item, sent["item_id"]) == heard_samples
+        assert sent["audio_end_ms"] == heard_samples * 1000 // 24000
         page.screenshot(path=str(artifacts_dir / "console-interrupted.png"), full_page=True)
     except Exception:
         report_failure(page, console_server)

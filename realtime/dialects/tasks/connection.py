@@ -48,6 +48,7 @@ from realtime.dialects.tasks.runner import (
 )
 from realtime.gateway import availability, drain, limits, liveness
 from realtime.gateway.auth import AuthFailed, ConnectionAuth, origin_check, scope_header
+from realtime.gateway.background import tasks_stop
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import (
     CLOSE_BAD_REQUEST,
@@ -137,8 +138,12 @@ class TasksConnection:
         self._probe_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
+        self._ending = False  # _end has begun: nothing new starts (it would outlive the connection)
 
     def spawn(self, coro, name: str) -> None:
+        if self._ending:
+            coro.close()
+            return
         task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{id(self):x}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -324,7 +329,7 @@ class TasksConnection:
             self._send_result(text)
 
     def take_outbox_soon(self) -> None:
-        if self._held is None and not self.closing:
+        if self._held is None and not self.closing and not self._ending:
             self._held = []
             self.spawn(self._take_outbox(), "tasks-take-outbox")
 
@@ -334,8 +339,7 @@ class TasksConnection:
         buffered is taken (a lost ``pending`` notice delays a result by at most this interval)."""
         interval = min(settings.TASKS_BUFFER_SECONDS / 3, liveness.LEASE_SECONDS / 3)
         assert self.session_uuid is not None  # authenticated
-        # Ends with the connection even if a Redis call swallowed the cancel of _end (which waits for it).
-        while not self.closing:
+        while True:
             await asyncio.sleep(interval)
             try:
                 await task_session_touch(session_uuid=self.session_uuid)
@@ -427,16 +431,14 @@ class TasksConnection:
     # --- End ----------------------------------------------------------------------------------------
 
     async def _end(self) -> None:
-        self.closing = True  # results arriving from now on are kept, and given back below
+        self._ending = True
         _live.discard(self)
         if self._probe_timer is not None:
             self._probe_timer.cancel()
         await self.outbox.stop()
-        current = asyncio.current_task()
-        tasks = [task for task in self._tasks if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Every helper has ended before the results, the buffer lease and the record are settled: a
+        # keep-alive still running could take the buffered results after they were put back.
+        await tasks_stop(list(self._tasks))
         if self.session_uuid is not None and _connections.get(self.session_uuid) is self:
             del _connections[self.session_uuid]
         unconfirmed, self._unconfirmed = self._unconfirmed, []

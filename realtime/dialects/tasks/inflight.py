@@ -11,7 +11,6 @@ death ends every connection anyway.
 from __future__ import annotations
 
 import json
-import math
 
 from django.conf import settings
 
@@ -34,8 +33,7 @@ async def task_inflight_add(*, session_uuid: str, task_uuid: str, task_type: str
     key = _key(session_uuid)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, task_uuid, json.dumps({"process": process_id(), "taskType": task_type}))
-    # Whole seconds: Redis refuses a float TTL (TASKS_UPSTREAM_TIMEOUT_SECONDS is one).
-    pipe.expire(key, math.ceil(settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS))
+    pipe.expire(key, int(settings.TASKS_BUFFER_SECONDS + settings.TASKS_UPSTREAM_TIMEOUT_SECONDS))  # whole seconds only
     await pipe.execute()
 
 
