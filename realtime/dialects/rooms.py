@@ -27,7 +27,6 @@ from django.conf import settings
 from realtime.dialects import rooms_bus
 from realtime.gateway import availability, drain, metrics
 from realtime.gateway.auth import AuthFailed, ConnectionAuth
-from realtime.gateway.background import tasks_stop
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, session_admit
 from realtime.gateway.limits import KEY_REVOKED, GatewayError, TokenBucket
 from realtime.gateway.metering import SessionMeter
@@ -43,7 +42,6 @@ class RoomConnection:
     bucket: TokenBucket
     meter: SessionMeter
     lifecycle: SessionLifecycle
-    watch: asyncio.Task | None = None
     close_reason: str = "client_closed"
     ending: bool = field(default=False)
 
@@ -124,16 +122,14 @@ async def connect(sid, environ, auth):
     room = room_name(project_id=key.project_id, environment_id=key.environment_id)
     meter = SessionMeter(key=key, session_id=lifecycle.session_id, dialect="rooms", count_session_time=False)
     meter.start()
-    connection = _connections[sid] = RoomConnection(
+    _connections[sid] = RoomConnection(
         auth=key, room=room, meter=meter, lifecycle=lifecycle,
         bucket=TokenBucket(rate=settings.ROOMS_MESSAGES_PER_SECOND, burst=settings.ROOMS_MESSAGE_BURST),
     )
     lifecycle.on_revoked = lambda: _spawn(_end(sid, KEY_REVOKED.code, KEY_REVOKED), f"rooms-revoked:{sid}")
     await sio.enter_room(sid, room)
     metrics.session_opened("rooms")
-    connection.watch = asyncio.get_running_loop().create_task(
-        lifecycle.run(warn=lambda error: _warn(sid, error), close=lambda reason, error: _end(sid, reason, error)),
-        name=f"rooms-lifecycle:{sid}")
+    lifecycle.watch(warn=lambda error: _warn(sid, error), close=lambda reason, error: _end(sid, reason, error))
 
 
 async def _warn(sid: str, error: GatewayError) -> None:
@@ -198,9 +194,6 @@ async def disconnect(sid, reason=None):
     connection = _connections.pop(sid, None)
     if connection is not None:
         metrics.session_closed("rooms", connection.close_reason if connection.ending else str(reason or "client_closed"))
-        watch = connection.watch
-        if watch is not None and watch is not asyncio.current_task():  # not when the watch itself disconnects
-            await tasks_stop([watch])
         # Its own task, held here: the final usage flush and the record must not be cut short with the
         # connection's task.
         _spawn(_release(connection), f"rooms-release:{sid}")

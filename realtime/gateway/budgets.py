@@ -56,8 +56,8 @@ async def budget_refusal(*, auth) -> GatewayError | None:
 
 
 class BudgetGuard:
-    """The budget rule for one live session, stepped by a loop the session already runs (the realtime
-    watchdog) or by ``budget_watch``: every BILLING_SPEND_CACHE_SECONDS, look; when the budget is spent,
+    """The budget rule for one live session, stepped by the session's lifecycle (from the process clock)
+    or by ``budget_watch``: every BILLING_SPEND_CACHE_SECONDS, look; when the budget is spent,
     ``warn``; REALTIME_BUDGET_GRACE_SECONDS later, ``close`` if it is still spent."""
 
     __slots__ = ("auth", "due", "warned")

@@ -77,22 +77,6 @@ async def session_owner_claim(*, scoped_key: str, session_id: str) -> None:
         liveness.owner_held(_owner_key(scoped_key), value)
 
 
-_REFRESH = """
-local value = redis.call('GET', KEYS[1])
-if value and cjson.decode(value)['session_id'] == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
-async def session_owner_refresh(*, scoped_key: str, session_id: str) -> None:
-    """Renew the lease if the key still names this session."""
-    client = redis_client()
-    if client is not None:
-        await client.eval(_REFRESH, 1, _owner_key(scoped_key), session_id, int(OWNER_TTL_SECONDS * 1000))
-
-
 async def session_owner_lookup(*, scoped_key: str) -> SessionOwner | None:
     client = redis_client()
     if client is None:

@@ -6,9 +6,10 @@ key or a token, the monthly budget), then holds a SessionLifecycle for the life 
 - ``start()``: the per-key concurrent cap (leased slots in Redis, so it holds across processes, rooms
   included), the revocation watch (the channel-layer notice plus the periodic re-check of
   realtime/gateway/revocation.py) and the session record (the Sessions page and the console);
-- ``touch()`` on client activity; ``step()`` (from a loop the holder already runs) or ``run()`` (a task
-  of its own) enforces the duration limit (counted from the session's original start), the idle
-  timeout and the budget, and renews the slot lease;
+- ``touch()`` on client activity (a float stored: the hot path pays nothing more); ``watch()`` enforces
+  the duration limit (counted from the session's original start), the idle timeout and the budget
+  from the process clock (realtime.gateway.clock): one timer per session at its next deadline, no
+  task of its own and no periodic wake-up;
 - ``release()`` once, at the end: slot, watch and record (with the close reason).
 
 Frame size and rate are per frame: ``limits.ClientGate``. Metering stays with the holder (its meter
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from realtime.gateway import limits
 from realtime.gateway.auth import (
@@ -34,14 +36,16 @@ from realtime.gateway.auth import (
     origin_check,
     token_authenticate,
 )
+from realtime.gateway.background import tasks_stop
 from realtime.gateway.budgets import BudgetGuard
+from realtime.gateway.clock import Alarm
 from realtime.gateway.limits import GatewayError
 from realtime.gateway.records import session_record_end, session_record_start
 from realtime.gateway.revocation import KeyWatch, key_watch
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.5
+RECORD_END_ATTEMPTS = 5  # 0.05 + 0.1 + 0.2 + 0.4 s between them
 
 Warn = Callable[[GatewayError], Awaitable[None]]
 Close = Callable[[str, GatewayError | None], Awaitable[None]]
@@ -102,9 +106,15 @@ class SessionLifecycle:
         self._slot = False
         self._watches: list[KeyWatch] = []
         self._budget = BudgetGuard(auth=auth)
-        # With Redis the process monitor renews every slot each second (liveness.py); this renewal
-        # keeps the in-process slots (no Redis) and re-takes a slot lost in an outage.
+        # With Redis the process monitor renews every slot each second (liveness.py, which also re-takes
+        # a slot lost in an outage); the watch renews the in-process slots (no Redis).
         self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
+        self._alarm: Alarm | None = None
+        self._work: asyncio.Task | None = None  # a budget look or a close, started by the alarm
+        self._closing = False
+        self._warn: Warn | None = None
+        self._close: Close | None = None
+        self._idle_applies: Callable[[], bool] | None = None
 
     # --- Start ------------------------------------------------------------------------------------
 
@@ -159,6 +169,7 @@ class SessionLifecycle:
     def limit_duration(self, *, max_seconds: float) -> None:
         """A tighter duration limit from a resuming token, counted from the original start."""
         self.deadline = min(self.deadline, self._started + max_seconds)
+        self.rearm()
 
     def limit_error(self, now: float, *, idle: bool) -> GatewayError | None:
         if now >= self.deadline:
@@ -167,30 +178,75 @@ class SessionLifecycle:
             return limits.IDLE_TIMEOUT
         return None
 
-    async def step(self, now: float, *, warn: Warn, close: Close, idle: bool = True) -> bool:
-        """Duration, idle (``idle``: False while no client is attached), budget and the slot lease.
-        True once ``close`` was called (the session is over)."""
-        error = self.limit_error(now, idle=idle)
-        if error is not None:
-            await close(error.code, error)
-            return True
-        if await self._budget.step(now, warn=warn, close=lambda error: close(error.code, error)):
-            return True
-        if now >= self._next_lease:
-            self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
-            try:
-                await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
-                                                  limit=settings.REALTIME_MAX_SESSIONS_PER_KEY)
-            except Exception:  # Redis briefly away: the connection stays, the next step retries
-                logger.warning("slot lease refresh failed for session %s", self.session_id, exc_info=True)
-        return False
+    # --- The watch: every limit on the process clock -----------------------------------------------
 
-    async def run(self, *, warn: Warn, close: Close) -> None:
-        """``step`` as a task of its own, for holders with no periodic loop (tasks, rooms)."""
-        while not self.released:
-            await asyncio.sleep(TICK_SECONDS)
-            if await self.step(time.monotonic(), warn=warn, close=close):
-                return
+    def watch(self, *, warn: Warn, close: Close, idle: Callable[[], bool] | None = None) -> None:
+        """Enforce the duration limit, the idle timeout (while ``idle()``, if given, is true: a session
+        with no client attached is not idle), the budget and the in-process slot lease from the process
+        clock (realtime.gateway.clock): no task of the session's own until something must happen."""
+        self._warn, self._close, self._idle_applies = warn, close, idle
+        self._alarm = Alarm(self._due, name=f"lifecycle:{self.session_id}")
+        self.rearm()
+
+    def rearm(self) -> None:
+        """Look at the deadlines again (after a client attaches or a limit tightened)."""
+        if self._alarm is not None and self._work is None and not self.released and not self._closing:
+            self._alarm.set(self._next_due())
+
+    def _idle_watched(self) -> bool:
+        return self.idle_timeout and (self._idle_applies is None or self._idle_applies())
+
+    def _next_due(self) -> float:
+        due = min(self.deadline, self._budget.due)
+        if self._idle_watched():
+            due = min(due, self.last_activity + settings.REALTIME_IDLE_TIMEOUT_SECONDS)
+        if limits.redis_client() is None:
+            due = min(due, self._next_lease)
+        return due
+
+    def _due(self) -> None:
+        """The alarm passed (plain code on the event loop): close, look at the budget, renew the
+        in-process slot, or only move the alarm (the client was active meanwhile)."""
+        if self.released or self._closing or self._work is not None:
+            return
+        now = time.monotonic()
+        error = self.limit_error(now, idle=self._idle_watched())
+        if error is not None:
+            self._start_work(self._close_once(error.code, error), "close")
+            return
+        if now >= self._budget.due:
+            self._start_work(self._budget_look(now), "budget")
+            return
+        if now >= self._next_lease:
+            # With Redis the process monitor renews every slot each second (liveness.py).
+            self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
+            limits.session_slot_renew_local(key_id=self.auth.key_id, session_id=self.session_id)
+        self.rearm()
+
+    def _start_work(self, coro, what: str) -> None:
+        self._work = asyncio.get_running_loop().create_task(coro, name=f"lifecycle-{what}:{self.session_id}")
+        self._work.add_done_callback(self._work_done)
+
+    def _work_done(self, task: asyncio.Task) -> None:
+        if self._work is task:
+            self._work = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("session %s: %s failed", self.session_id, task.get_name(), exc_info=task.exception())
+        self.rearm()
+
+    async def _close_once(self, reason: str, error: GatewayError | None) -> None:
+        if self._closing or self.released:
+            return
+        self._closing = True  # from here on the close runs to its end: release does not cancel it
+        assert self._close is not None  # set by watch(), which armed the alarm
+        await self._close(reason, error)
+
+    async def _warn_live(self, error: GatewayError) -> None:
+        if not self.released and not self._closing and self._warn is not None:
+            await self._warn(error)
+
+    async def _budget_look(self, now: float) -> None:
+        await self._budget.step(now, warn=self._warn_live, close=lambda error: self._close_once(error.code, error))
 
     # --- Release ----------------------------------------------------------------------------------
 
@@ -202,16 +258,34 @@ class SessionLifecycle:
         for watch in self._watches:
             watch.cancel()
         self._watches.clear()
+        if self._alarm is not None:
+            self._alarm.cancel()
+        work = self._work
+        if work is not None and not self._closing:  # a budget look still running
+            await tasks_stop([work])
         if self._slot:
             try:
                 await limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)
             except Exception:
                 logger.exception("slot release failed for session %s", self.session_id)
         if self.record_id is not None:
+            await self._record_end(reason)
+
+    async def _record_end(self, reason: str) -> None:
+        # A record left open shows a live session forever, so a transient database error (a busy
+        # SQLite table, a PostgreSQL failover) is retried a few times before giving up.
+        for attempt in range(RECORD_END_ATTEMPTS):
             try:
                 await database_sync_to_async(session_record_end)(record_id=self.record_id, close_reason=reason)
+                return
+            except (OperationalError, InterfaceError):
+                if attempt == RECORD_END_ATTEMPTS - 1:
+                    logger.exception("session record end failed for session %s", self.session_id)
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
             except Exception:
                 logger.exception("session record end failed for session %s", self.session_id)
+                return
 
 
 __all__ = ["AuthFailed", "SessionLifecycle", "SessionRefused", "max_seconds_for", "refused", "session_admit"]

@@ -156,6 +156,14 @@ async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> b
     return bool(result)
 
 
+def session_slot_renew_local(*, key_id: str, session_id: str) -> None:
+    """Without Redis: renew this process's own slot (with Redis, liveness.beat renews every slot the
+    process holds in one pipeline each second)."""
+    slots = _local_slots.get(key_id)
+    if slots is not None and session_id in slots:
+        slots[session_id] = time.time() + LOCAL_SLOT_TTL
+
+
 async def session_slot_release(*, key_id: str, session_id: str) -> None:
     client = redis_client()
     if client is None:

@@ -16,8 +16,8 @@ realtime dialect's ClientOutbox, REALTIME_CLIENT_BUFFER_BYTES); the session then
 ``client_too_slow``. While no client is attached, the resume buffer is bounded (REALTIME_BUFFER_MAX_EVENTS).
 
 Rules (admission, the per-key cap, limits, revocation, the session record, release) are the
-lifecycle's (realtime/gateway/lifecycle.py), which every dialect holds; a session steps it from its
-watchdog.
+lifecycle's (realtime/gateway/lifecycle.py), which every dialect holds; its limits and this session's
+resume window are timers on the process clock (realtime/gateway/clock.py), not a task per session.
 
 Session keys: a client's id (seed 004 ``key``) is scoped to its project and environment and may be used
 for any number of sessions over time. A plain connect always starts a fresh session; ``resume=True``
@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.gateway import availability, buffer, limits, metrics, upstream
 from realtime.gateway.auth import ConnectionAuth, api_keys_inactive
+from realtime.gateway.clock import Alarm
 from realtime.gateway.fifo import Fifo
 from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
@@ -47,8 +48,6 @@ from realtime.gateway.outbox import ClientTooSlow
 from realtime.sessions.timeline import timeline_tap
 
 logger = logging.getLogger(__name__)
-
-WATCHDOG_TICK = 0.5
 
 
 class ClientLink(Protocol):
@@ -114,6 +113,7 @@ class GatewaySession:
         self._meter: SessionMeter = None  # type: ignore[assignment]
         self._swallow_config_reply = False
         self._detached_at: float | None = None
+        self._resume_alarm = Alarm(self._resume_window_over, name=f"resume-window:{self.session_id}")
 
     # --- Opening ----------------------------------------------------------------------------------
 
@@ -188,9 +188,14 @@ class GatewaySession:
         self._meter = SessionMeter(key=self.auth, session_id=self.session_id, dialect=self.dialect)
         self._spawn(self._read_upstream(), "upstream-reader")
         self._spawn(self._write_upstream(), "upstream-writer")
-        self._spawn(self._watchdog(), "watchdog")
+        # Every limit on the process clock; no client attached (waiting for a resume) is not idle.
+        lifecycle.watch(warn=self._budget_warn, close=self._lifecycle_close, idle=lambda: self._detached_at is None)
         self.opened = True
         metrics.session_opened(self.dialect)
+
+    def _resume_window_over(self) -> None:
+        if self._detached_at is not None:
+            self.close_soon(reason="resume_window_expired")
 
     def _key_revoked(self) -> None:
         self.close_soon(reason=limits.KEY_REVOKED.code, error=limits.KEY_REVOKED)
@@ -236,7 +241,9 @@ class GatewaySession:
         # No await between the emptiness check above and this line, so nothing can slip in between.
         self.link = link
         self._detached_at = None
+        self._resume_alarm.cancel()
         self.lifecycle.touch()
+        self.lifecycle.rearm()
 
     async def detach(self, link: ClientLink, *, close_code: int | None) -> None:
         """The client connection ended. A resumable session keeps its upstream for the resume window
@@ -247,6 +254,7 @@ class GatewaySession:
         if self.resumable and close_code != 1000:
             logger.info("session %s: client gone (close code %s); kept for resume", self.session_id, close_code)
             self._detached_at = time.monotonic()
+            self._resume_alarm.set(self._detached_at + settings.REALTIME_RESUME_SECONDS)
             return
         # Its own task: daphne cancels a consumer that takes long to finish after a disconnect, and
         # the close (final usage flush, record) must not be cut short by that.
@@ -333,29 +341,6 @@ class GatewaySession:
         except ConnectionClosed:
             pass  # the reader reports the close
 
-    async def _watchdog(self) -> None:
-        """The lifecycle's limits (duration, idle, budget, slot lease), the resume window and the
-        ownership lease (with Redis, the process monitor renews every lease each second: liveness.py).
-        Usage is taken by the process's usage writer (accounts.billing.writer)."""
-        lifecycle = self.lifecycle
-        next_lease = time.monotonic()
-        tick = WATCHDOG_TICK
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            detached_at = self._detached_at
-            detached = detached_at is not None
-            if detached_at is not None and now - detached_at >= settings.REALTIME_RESUME_SECONDS:
-                return await self.close(reason="resume_window_expired")
-            if await lifecycle.step(now, warn=self._budget_warn, close=self._lifecycle_close, idle=not detached):
-                return
-            if now >= next_lease and self.scoped_key is not None:
-                next_lease = now + limits.LOCAL_SLOT_TTL / 3
-                try:
-                    await buffer.session_owner_refresh(scoped_key=self.scoped_key, session_id=self.session_id)
-                except Exception as exc:
-                    availability.failure_logged(logger, "lease refresh failed for session %s", exc, self.session_id)
-
     # --- Closing ----------------------------------------------------------------------------------
 
     def close_soon(self, *, reason: str, error: GatewayError | None = None) -> None:
@@ -370,6 +355,7 @@ class GatewaySession:
             return
         self.closed = True
         self.close_reason = reason
+        self._resume_alarm.cancel()
         if self.opened:
             metrics.session_closed(self.dialect, reason)
         logger.info("session %s: closing (%s)", self.session_id, reason)

@@ -315,7 +315,7 @@ class TasksConnection:
         await self._take_outbox()
         await self._send_lost_tasks()
         self.spawn(self._keep_alive(), "tasks-keep-alive")
-        self.spawn(lifecycle.run(warn=self._warn, close=self._lifecycle_close), "tasks-lifecycle")
+        lifecycle.watch(warn=self._warn, close=self._lifecycle_close)
 
     async def _take_outbox(self) -> None:
         assert self.session_uuid is not None  # authenticated
