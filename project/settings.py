@@ -218,6 +218,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- API keys -------------------------------------------------------------------------------------
 API_KEY_CACHE_SECONDS = env_float("API_KEY_CACHE_SECONDS", 5.0, minimum=0)
+# Deployments and agents are cached per process for the session open; a change clears every
+# process's cache within about a second (realtime/agents/deployment_cache.py), this bounds a missed one.
+DEPLOYMENT_CACHE_SECONDS = env_float("DEPLOYMENT_CACHE_SECONDS", 30.0, minimum=0)
 
 # --- Secrets at rest (upstream credentials, JWT signing keys) -------------------------------------
 # Comma-separated Fernet keys: the first encrypts, all decrypt (so the key can be rotated).

@@ -1,5 +1,6 @@
 """Gateway data: JWT signing keys and the record of realtime sessions."""
 from django.db import models
+from django.utils import timezone
 
 from accounts.models import ApiKey, Deployment, Project
 
@@ -34,7 +35,7 @@ class SessionRecord(models.Model):
     key_id = models.CharField(max_length=32, blank=True)
     deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     dialect = models.CharField(max_length=20)
-    started_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(default=timezone.now)  # when the gateway opened it (written later, in a batch)
     ended_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True)
 

@@ -48,9 +48,15 @@ def _loopback_upstreams_allowed(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_key_cache():
+    from realtime.agents.deployment_cache import deployment_cache_clear
+    from realtime.gateway.records import records_discard
+
     key_cache.clear()
+    deployment_cache_clear()  # SQLite reuses ids after a rollback: a cached deployment could be another test's
+    records_discard()  # session records an in-process server noted in an earlier test
     yield
     key_cache.clear()
+    deployment_cache_clear()
 
 
 @pytest.fixture(autouse=True)

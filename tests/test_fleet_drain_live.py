@@ -113,7 +113,7 @@ async def test_sigterm_drains_tells_clients_and_loses_no_usage(cluster_factory):
                                  "from realtime_sessionrecord")
     # Every dialect's connection is a recorded session (the tasks connection too), ended with the reason.
     assert sorted(dialect for _, dialect, _, _ in records) == ["conversation"] + ["realtime"] * SESSIONS + ["tasks"]
-    assert all(ended and reason == "server_shutting_down" for _, _, ended, reason in records), records
+    assert all(ended and reason == "server_shutting_down" for _, _, ended, reason in records), [r for r in records if r[3] != "server_shutting_down"]
     session_ids = [session_id for session_id, dialect, _, _ in records if dialect == "realtime"]
     ledger = fleet.postgres.sql(
         "select session_id, sum(quantity) from accounts_usagerecord where metric = 'audio_in_seconds' "

@@ -88,11 +88,15 @@ async def settled(transactional_db):
     of it reaches the next test's database (SQLite's shared in-memory database locks a table while
     another thread writes it)."""
     from accounts.billing.writer import usage_report
+    from realtime.gateway.records import records_flush
     from realtime.sessions.timeline import timeline_flush
 
     yield
     async with asyncio.timeout(TIMEOUT):
-        while await sync_to_async(SessionRecord.objects.filter(ended_at__isnull=True).exists)():
+        while True:
+            await records_flush()  # what the server noted so far, written now
+            if not await sync_to_async(SessionRecord.objects.filter(ended_at__isnull=True).exists)():
+                break
             await asyncio.sleep(0.05)  # released in the server's own time
     await usage_report(None)  # whatever the usage writer took is written
     await timeline_flush()
@@ -260,6 +264,13 @@ async def records(project, dialect: str) -> list[SessionRecord]:
     return await sync_to_async(list)(SessionRecord.objects.filter(project=project, dialect=dialect))
 
 
+async def until_record(project, dialect: str) -> SessionRecord:
+    async with asyncio.timeout(TIMEOUT):
+        while not (written := await records(project, dialect)):
+            await asyncio.sleep(0.05)  # written by the server's record writer within its flush interval
+        return written[0]
+
+
 async def until_ended_record(project, dialect: str) -> SessionRecord:
     async with asyncio.timeout(TIMEOUT):
         while True:
@@ -277,8 +288,9 @@ async def test_the_session_is_recorded_while_live_and_ended_with_its_reason(
     _, raw = dev_key
     client = await open_client(dialect, server_url, raw, upstream)
     await client.roundtrip()
-    (live,) = await records(project, dialect)
+    live = await until_record(project, dialect)
     assert live.ended_at is None and live.key_id == dev_key[0].key_id
+    assert len(await records(project, dialect)) == 1
     await client.close()
     ended = await until_ended_record(project, dialect)
     assert ended.close_reason == "client_closed"

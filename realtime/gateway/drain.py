@@ -74,12 +74,17 @@ async def drain() -> None:
     logger.warning("draining: %d live sessions, grace %.0f s", len(sessions_live()), settings.DRAIN_GRACE_SECONDS)
 
     async def everything() -> None:
+        from realtime.gateway.lifecycle import lifecycles_released
+        from realtime.gateway.records import records_flush
+
         await _close_sessions()
         for name, hook in _hooks:
             try:
                 await hook()
             except Exception:
                 logger.exception("drain hook %s failed", name)
+        await lifecycles_released()  # a dialect's connections may end after its hook returned
+        await records_flush()  # last: every session's end is noted by now
 
     try:
         await asyncio.wait_for(everything(), settings.DRAIN_GRACE_SECONDS)

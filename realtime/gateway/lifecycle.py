@@ -23,9 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
 from realtime.gateway import limits
 from realtime.gateway.auth import (
@@ -40,12 +38,11 @@ from realtime.gateway.background import tasks_stop
 from realtime.gateway.budgets import BudgetGuard
 from realtime.gateway.clock import Alarm
 from realtime.gateway.limits import GatewayError
-from realtime.gateway.records import session_record_end, session_record_start
+from realtime.gateway.records import session_record_close, session_record_open
 from realtime.gateway.revocation import KeyWatch, key_watch
 
 logger = logging.getLogger(__name__)
 
-RECORD_END_ATTEMPTS = 5  # 0.05 + 0.1 + 0.2 + 0.4 s between them
 
 Warn = Callable[[GatewayError], Awaitable[None]]
 Close = Callable[[str, GatewayError | None], Awaitable[None]]
@@ -84,6 +81,28 @@ def max_seconds_for(auth: ConnectionAuth) -> float:
     return limit
 
 
+# Lifecycles started and not yet released in this process, and who waits for there to be none (a drain).
+_live: set[SessionLifecycle] = set()
+_released_waiters: list[asyncio.Future] = []
+
+
+async def lifecycles_released() -> None:
+    """Return once every session of this process has been released (its record's end noted)."""
+    if _live:
+        waiter = asyncio.get_running_loop().create_future()
+        _released_waiters.append(waiter)
+        await waiter
+
+
+def _released(lifecycle: SessionLifecycle) -> None:
+    _live.discard(lifecycle)
+    if not _live:
+        while _released_waiters:
+            waiter = _released_waiters.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class SessionLifecycle:
     """Admission, limits, revocation, the record and release of one session (see the module doc)."""
 
@@ -97,7 +116,7 @@ class SessionLifecycle:
         self.on_revoked: Callable[[], None] | None = None  # set by the holder once the session is live
         self.revoked = False
         self.released = False
-        self.record_id: int | None = None
+        self.recorded = False
         self.started_wall = time.time()  # the ORIGINAL start: a resume never restarts the duration
         now = time.monotonic()
         self._started = now
@@ -119,8 +138,9 @@ class SessionLifecycle:
     # --- Start ------------------------------------------------------------------------------------
 
     async def start(self, *, record: bool = True, deployment_id: int | None = None) -> None:
-        """The per-key cap, the revocation watch and (unless the holder writes it in a database call
-        of its own, ``record_start``) the session record. Raises SessionRefused; releases on failure."""
+        """The per-key cap, the revocation watch and (unless the holder notes it later, once it knows
+        the deployment: ``record_start``) the session record. Raises SessionRefused; releases on failure."""
+        _live.add(self)
         try:
             if not await limits.session_slot_acquire(key_id=self.auth.key_id, session_id=self.session_id,
                                                      limit=settings.REALTIME_MAX_SESSIONS_PER_KEY):
@@ -129,7 +149,7 @@ class SessionLifecycle:
             # Before the session goes live, so a revocation from now on reaches it.
             await self.watch_key(api_key_pk=self.auth.pk)
             if record:
-                await database_sync_to_async(self.record_start)(deployment_id=deployment_id)
+                self.record_start(deployment_id=deployment_id)
             if self.revoked:
                 raise SessionRefused(limits.KEY_REVOKED)
         except BaseException as exc:
@@ -138,12 +158,12 @@ class SessionLifecycle:
             raise
 
     def record_start(self, *, deployment_id: int | None) -> None:
-        """The session record (sync: the holder may write it within a database call it makes anyway)."""
-        record = session_record_start(
+        """Note the session record (written by the process's record writer: realtime.gateway.records)."""
+        session_record_open(
             session_id=self.session_id, client_key=self.client_key, project_id=self.auth.project_id, api_key_pk=self.auth.pk,
             key_id=self.auth.key_id, deployment_id=deployment_id, dialect=self.dialect,
         )
-        self.record_id = record.pk
+        self.recorded = True
 
     async def watch_key(self, *, api_key_pk: str) -> None:
         """Watch one more key (a session resumed with the key its own was rotated into)."""
@@ -268,24 +288,9 @@ class SessionLifecycle:
                 await limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)
             except Exception:
                 logger.exception("slot release failed for session %s", self.session_id)
-        if self.record_id is not None:
-            await self._record_end(reason)
-
-    async def _record_end(self, reason: str) -> None:
-        # A record left open shows a live session forever, so a transient database error (a busy
-        # SQLite table, a PostgreSQL failover) is retried a few times before giving up.
-        for attempt in range(RECORD_END_ATTEMPTS):
-            try:
-                await database_sync_to_async(session_record_end)(record_id=self.record_id, close_reason=reason)
-                return
-            except (OperationalError, InterfaceError):
-                if attempt == RECORD_END_ATTEMPTS - 1:
-                    logger.exception("session record end failed for session %s", self.session_id)
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
-            except Exception:
-                logger.exception("session record end failed for session %s", self.session_id)
-                return
+        if self.recorded:
+            session_record_close(session_id=self.session_id, close_reason=reason)
+        _released(self)
 
 
 __all__ = ["AuthFailed", "SessionLifecycle", "SessionRefused", "max_seconds_for", "refused", "session_admit"]

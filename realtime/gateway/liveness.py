@@ -5,7 +5,8 @@ Each process runs one monitor task (started on its first request):
 - every BEAT_SECONDS it writes its heartbeat ``<prefix>:fleet:proc:<process id>`` (expires after
   LEASE_SECONDS) and, in one pipeline, renews every lease it holds: the ownership record of each session
   it holds and each per-key concurrency slot. Leases last LEASE_SECONDS, so a SIGKILLed process's
-  records lapse within LEASE_SECONDS; no per-session task does this work;
+  records lapse within LEASE_SECONDS; no per-session task does this work. The same round trip reads
+  the deployments' generation (realtime.agents.deployment_cache);
 - it probes PostgreSQL and Redis (realtime.gateway.availability), so new sessions are refused at once
   during an outage.
 
@@ -23,6 +24,7 @@ import time
 
 from django.conf import settings
 
+from realtime.agents import deployment_cache
 from realtime.gateway import availability
 
 logger = logging.getLogger(__name__)
@@ -76,12 +78,14 @@ async def beat(client) -> None:
     now = time.time()
     pipe = client.pipeline(transaction=False)
     pipe.set(_beat_key(process_id()), "1", px=lease_ms)
+    pipe.get(deployment_cache.generation_key())  # a deployment changed in any process: drop the cached ones
     for key, value in list(_owners.items()):
         pipe.eval(_RENEW_OWNER, 1, key, value, lease_ms)
     for key, member in list(_slots):
         pipe.zadd(key, {member: now + LEASE_SECONDS})
         pipe.expire(key, int(LEASE_SECONDS * 2) + 1)
-    await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
+    results = await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
+    deployment_cache.deployment_cache_generation_seen(results[1])
 
 
 async def owner_alive(process: str) -> bool:

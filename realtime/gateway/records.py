@@ -1,15 +1,36 @@
 """The record of gateway sessions (realtime.models.SessionRecord): written by the gateway core, read
 by the sessions page and the console. ``session_id`` is the gateway's own id (unique, as in the usage
-ledger); ``client_key`` the client's id for it, which may name many sessions over time."""
+ledger); ``client_key`` the client's id for it, which may name many sessions over time.
+
+Opening and ending a session only note it (``session_record_open`` / ``session_record_close``: no I/O,
+safe on the event loop). One writer per process writes what was noted every RECORD_FLUSH_SECONDS in one
+transaction, in a thread of its own, so a session open waits on no database and a connect storm costs
+one INSERT per flush rather than one per session. A write that fails (the database away, SQLite busy)
+is kept and tried again at the next flush. The sessions page so shows a session up to one flush
+interval late, and a process killed outright loses at most that interval's notes.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from realtime.models import SessionRecord
 
-CLOSE_REASON_MAX = 200
+logger = logging.getLogger(__name__)
 
+CLOSE_REASON_MAX = 200
+RECORD_FLUSH_SECONDS = 0.5
+PENDING_MAX = 100_000  # notes held through a long outage before the oldest are dropped (and logged)
+
+
+# --- Writing now (the writer's thread; tests) --------------------------------------------------------
 
 def session_record_start(
     *, session_id: str, client_key: str = "", project_id: int, api_key_pk: str, key_id: str,
@@ -26,6 +47,146 @@ def session_record_end(*, record_id: int, close_reason: str) -> None:
         ended_at=timezone.now(), close_reason=close_reason[:CLOSE_REASON_MAX]
     )
 
+
+# --- Noting (the event loop) -------------------------------------------------------------------------
+
+@dataclass
+class _Open:
+    session_id: str
+    client_key: str
+    project_id: int
+    api_key_pk: str | None
+    key_id: str
+    deployment_id: int | None
+    dialect: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    close_reason: str = ""
+
+    def row(self) -> SessionRecord:
+        return SessionRecord(
+            session_id=self.session_id, client_key=self.client_key, project_id=self.project_id,
+            api_key_id=self.api_key_pk, key_id=self.key_id, deployment_id=self.deployment_id, dialect=self.dialect,
+            started_at=self.started_at, ended_at=self.ended_at, close_reason=self.close_reason,
+        )
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.opens: dict[str, _Open] = {}
+        self.closes: dict[str, tuple[datetime, str]] = {}
+        self.task: asyncio.Task | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-records")
+
+
+_writer = _Writer()
+
+
+def session_record_open(
+    *, session_id: str, client_key: str = "", project_id: int, api_key_pk: str, key_id: str,
+    deployment_id: int | None, dialect: str,
+) -> None:
+    _writer.opens[session_id] = _Open(session_id, client_key, project_id, str(api_key_pk), key_id, deployment_id,
+                                      dialect, timezone.now())
+    _writer_ensure()
+
+
+def session_record_close(*, session_id: str, close_reason: str) -> None:
+    now, reason = timezone.now(), close_reason[:CLOSE_REASON_MAX]
+    pending = _writer.opens.get(session_id)
+    if pending is not None:  # not written yet: written ended
+        pending.ended_at, pending.close_reason = now, reason
+    else:
+        _writer.closes[session_id] = (now, reason)
+    _writer_ensure()
+
+
+def _writer_ensure() -> None:
+    loop = asyncio.get_running_loop()
+    task = _writer.task
+    if task is None or task.done() or task.get_loop() is not loop:
+        _writer.task = loop.create_task(_writer_run(), name="session-records-writer")
+
+
+async def _writer_run() -> None:
+    """Write what was noted every RECORD_FLUSH_SECONDS; ends itself when nothing is left (an idle
+    process has no task waking here)."""
+    while _writer.opens or _writer.closes:
+        await asyncio.sleep(RECORD_FLUSH_SECONDS)
+        await records_flush()
+
+
+async def records_flush() -> None:
+    """Write what is pending now (also at a drain, and for tests). A failed write is kept for the next."""
+    opens, _writer.opens = _writer.opens, {}
+    closes, _writer.closes = _writer.closes, {}
+    if not opens and not closes:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(_writer.executor, _write, list(opens.values()), closes)
+    except Exception as exc:
+        from realtime.gateway import availability
+
+        availability.failure_logged(logger, "session records not written (%d); trying again", exc,
+                                    len(opens) + len(closes))
+        _keep(opens, closes)
+
+
+def records_discard() -> None:
+    """Forget what is noted and not written (tests: nothing of one test reaches the next one's database)."""
+    _writer.opens, _writer.closes = {}, {}
+
+
+def _keep(opens: dict[str, _Open], closes: dict[str, tuple[datetime, str]]) -> None:
+    """Put a failed write back in front of what was noted meanwhile."""
+    for session_id, close in _writer.closes.items():
+        if session_id in opens:
+            opens[session_id].ended_at, opens[session_id].close_reason = close
+        else:
+            closes[session_id] = close
+    _writer.opens = {**opens, **_writer.opens}
+    _writer.closes = closes
+    overflow = len(_writer.opens) + len(_writer.closes) - PENDING_MAX
+    if overflow > 0:
+        logger.error("session records: %d notes dropped after a long outage", overflow)
+        for session_id in list(_writer.opens)[:overflow]:
+            del _writer.opens[session_id]
+
+
+def _write(opens: list[_Open], closes: dict[str, tuple[datetime, str]]) -> None:
+    close_old_connections()
+    try:
+        try:
+            with transaction.atomic():
+                _write_rows(opens, closes)
+        except IntegrityError:
+            # A key or deployment deleted meanwhile: its rows lose that link, as a written row would
+            # (SET_NULL); a project deleted outright takes its rows with it.
+            for note in opens:
+                for row_note in (note, replace(note, api_key_pk=None, deployment_id=None)):
+                    try:
+                        with transaction.atomic():
+                            _write_rows([row_note], {})
+                        break
+                    except IntegrityError:
+                        continue
+                else:
+                    logger.info("session record of %s dropped: its project is gone", note.session_id)
+            with transaction.atomic():
+                _write_rows([], closes)
+    finally:
+        close_old_connections()
+
+
+def _write_rows(opens: list[_Open], closes: dict[str, tuple[datetime, str]]) -> None:
+    if opens:
+        SessionRecord.objects.bulk_create([note.row() for note in opens])
+    for session_id, (ended_at, reason) in closes.items():
+        SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=True).update(
+            ended_at=ended_at, close_reason=reason)
+
+
+# --- Reading -------------------------------------------------------------------------------------------
 
 def session_records_for_project(*, project_id: int, limit: int = 100) -> QuerySet[SessionRecord]:
     """Live sessions first, then the most recent ended ones."""

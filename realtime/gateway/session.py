@@ -37,6 +37,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
+from realtime.agents.deployment_cache import deployment_cache_get, deployment_cache_put
 from realtime.gateway import availability, buffer, limits, metrics, upstream
 from realtime.gateway.auth import ConnectionAuth, api_keys_inactive
 from realtime.gateway.clock import Alarm
@@ -118,8 +119,6 @@ class GatewaySession:
     # --- Opening ----------------------------------------------------------------------------------
 
     async def _open(self, *, deployment_key: str | None, server) -> None:
-        from realtime.agents.selectors import agent_credential, deployment_resolve
-
         lifecycle = self.lifecycle
         await lifecycle.start(record=False)  # the cap and the revocation watch (raises SessionRefused)
         try:
@@ -127,25 +126,16 @@ class GatewaySession:
                 await buffer.session_owner_claim(scoped_key=self.scoped_key, session_id=self.session_id)
                 self._owner_claimed = True
 
-            def resolve():
-                from accounts.models import Deployment
-
-                try:
-                    deployment = deployment_resolve(
-                        project_id=self.auth.project_id, environment_id=self.auth.environment_id,
-                        deployment_key=deployment_key,
-                    )
-                except Deployment.DoesNotExist:
-                    return None, None
-                credential = agent_credential(agent=deployment.agent)
-                lifecycle.record_start(deployment_id=deployment.pk)
-                return deployment, credential
-
-            # The deployment is not kept: an idle session's memory is a goal (bench/README.md, "Relay").
-            deployment, credential = await database_sync_to_async(resolve)()
-            if deployment is None:
+            # A known deployment comes from the process's cache: the common open reads no database.
+            resolved = deployment_cache_get(project_id=self.auth.project_id, environment_id=self.auth.environment_id,
+                                            deployment_key=deployment_key)
+            if resolved is None:
+                resolved = await database_sync_to_async(_deployment_load)(auth=self.auth, deployment_key=deployment_key)
+            if resolved is None:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
+            deployment, credential = resolved
+            lifecycle.record_start(deployment_id=deployment.pk)
             self.deployment_key, self.deployment_default = deployment.deployment_key, deployment.is_default
             agent = deployment.agent
             target = upstream.upstream_target(
@@ -402,6 +392,23 @@ class GatewaySession:
             except Exception as exc:
                 availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
         await self.lifecycle.release(reason=reason)
+
+
+def _deployment_load(*, auth: ConnectionAuth, deployment_key: str | None):
+    """(deployment with its agent, decrypted credential) from the database, then cached; None if the
+    key's environment has no such deployment."""
+    from accounts.models import Deployment
+    from realtime.agents.selectors import agent_credential, deployment_resolve
+
+    try:
+        deployment = deployment_resolve(project_id=auth.project_id, environment_id=auth.environment_id,
+                                        deployment_key=deployment_key)
+    except Deployment.DoesNotExist:
+        return None
+    credential = agent_credential(agent=deployment.agent)
+    deployment_cache_put(project_id=auth.project_id, environment_id=auth.environment_id,
+                         deployment_key=deployment_key, deployment=deployment, credential=credential)
+    return deployment, credential
 
 
 def _not_resumable() -> SessionRefused:
