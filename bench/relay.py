@@ -268,13 +268,19 @@ class Target:
     url: str
     headers: dict
     server: Server | None  # the relay process whose memory is measured (None: direct)
+    appends: int = 0  # input_audio_buffer.append events sent (the ledger check of --scale)
+    connected_seconds: float = 0.0  # client-observed session time of closed sessions (same)
+    opened_at: dict = field(default_factory=dict)  # ClientConnection -> perf_counter at connect
 
 
 async def session_open(target: Target) -> ClientConnection:
     """Connect, then send one append and wait for its echo: the session is then fully relayed."""
+    started = time.perf_counter()
     ws = await connect(target.url, additional_headers=target.headers, compression=None, max_size=16 * 1024 * 1024,
                        ping_interval=None, open_timeout=30)
+    target.opened_at[ws] = started
     await ws.send(frame("warm", 0))
+    target.appends += 1
     async with asyncio.timeout(30):
         while True:
             event = orjson.loads(await ws.recv())
@@ -284,8 +290,8 @@ async def session_open(target: Target) -> ClientConnection:
                 raise RuntimeError(f"{target.name}: error while opening a session: {event.get('error')}")
 
 
-async def sessions_open(target: Target, count: int) -> list[ClientConnection]:
-    gate = asyncio.Semaphore(20)  # a burst of 100 handshakes at once only measures the accept backlog
+async def sessions_open(target: Target, count: int, concurrency: int = 20) -> list[ClientConnection]:
+    gate = asyncio.Semaphore(concurrency)  # a burst of 100 handshakes at once only measures the accept backlog
 
     async def one():
         async with gate:
@@ -294,8 +300,14 @@ async def sessions_open(target: Target, count: int) -> list[ClientConnection]:
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-async def sessions_close(sockets: list[ClientConnection]) -> None:
+async def sessions_close(sockets: list[ClientConnection], target: Target | None = None) -> None:
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    if target is not None:
+        closed = time.perf_counter()
+        for ws in sockets:
+            started = target.opened_at.pop(ws, None)
+            if started is not None:
+                target.connected_seconds += closed - started
 
 
 def _seq(event: dict, phase: str) -> int | None:
@@ -681,24 +693,562 @@ def write_readme(section: str) -> None:
     readme_section_write(name="relay", section=section)
 
 
+# --- Scale (--scale, issue 14: flat cost as sessions grow) ------------------------------------------
+
+SCALE_RESULTS = BENCH_DIR / "results" / "relay_scale.json"
+SCALE_BEGIN = "<!-- relay-scale:begin (written by bench/relay.py --scale; edit the script, not this section) -->"
+SCALE_END = "<!-- relay-scale:end -->"
+# The ledger's metrics the realtime dialect can bill; the echo upstream sends no output audio, no
+# response.done and no messages, so all but audio in (0.1 s per append) must stay at zero.
+LEDGER_METRICS = ("audio_in_seconds", "audio_out_seconds", "text_in_tokens", "text_out_tokens", "messages")
+
+
+def _threads_cpu_ns(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(task.read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def services_snapshot(database: str) -> dict[int, tuple[str, bool, int]]:
+    """pid -> (service, is a backend of the bench database, CPU ns so far) of every PostgreSQL process
+    (``postgres`` in /proc/<pid>/comm) and every ``redis-server``. The machine's PostgreSQL and Redis
+    also serve other people's tests: the bench database's own backends are the part that is ours alone."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm not in ("postgres", "redis-server"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(entry.name)
+        service = "postgres" if comm == "postgres" else "redis"
+        found[pid] = (service, f" {database} " in cmdline, _threads_cpu_ns(pid))
+    return found
+
+
+def services_cpu(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds between two snapshots: postgres (all processes), postgres_bench (the bench database's
+    backends), redis. A process that started in between counts from zero; one that ended is lost."""
+    out = {"postgres": 0.0, "postgres_bench": 0.0, "redis": 0.0}
+    for pid, (service, bench, ns) in after.items():
+        prior = before.get(pid)
+        delta = (ns - prior[2]) / 1e9 if prior and prior[0] == service else ns / 1e9
+        out[service] += delta
+        if bench:
+            out["postgres_bench"] += delta
+    return out
+
+
+@dataclass
+class Meter:
+    """CPU of the relay process and of PostgreSQL and Redis over one phase, and its wall time."""
+    server: Server
+    database: str
+    started: float = 0.0
+    relay: float = 0.0
+    services: dict = field(default_factory=dict)
+
+    def __enter__(self):
+        self._services = services_snapshot(self.database)
+        self._relay = self.server.cpu_seconds()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.started
+        self.relay = self.server.cpu_seconds() - self._relay
+        self.services = services_cpu(self._services, services_snapshot(self.database))
+        return False
+
+
+async def quiesce(server: Server, *, cores: float = 0.2, window: float = 0.5, timeout: float = 15.0) -> None:
+    """Wait until the relay process spends less than ``cores`` over ``window``: what opening or closing
+    sessions leaves behind (usage and session records written, handshake tails) stays out of the
+    next phase's figures."""
+    deadline = time.monotonic() + timeout
+    last = server.cpu_seconds()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        now = server.cpu_seconds()
+        if (now - last) / window < cores:
+            return
+        last = now
+
+
+async def storm(target: Target, sessions: int, concurrency: int, database: str) -> dict:
+    """Open ``sessions`` at once, ``concurrency`` handshakes in progress at a time; each one's time from
+    the start of its connect to the relayed ``session.created`` (the echo upstream sends it on connect),
+    and the relay process's CPU over the whole storm (until one second after the last one, for any
+    work the opens leave behind)."""
+    gate = asyncio.Semaphore(concurrency)
+    times: list[float] = []
+
+    async def one() -> ClientConnection:
+        async with gate:
+            started = time.perf_counter()
+            ws = await connect(target.url, additional_headers=target.headers, compression=None,
+                               max_size=16 * 1024 * 1024, ping_interval=None, open_timeout=60)
+            target.opened_at[ws] = started
+            async with asyncio.timeout(60):
+                while True:
+                    event = orjson.loads(await ws.recv())
+                    if event.get("type") == "session.created":
+                        break
+                    if event.get("type") == "error":
+                        raise RuntimeError(f"{target.name}: error while opening a session: {event.get('error')}")
+            times.append(time.perf_counter() - started)
+            return ws
+
+    with Meter(target.server, database) as meter:
+        sockets = list(await asyncio.gather(*(one() for _ in range(sessions))))
+        await asyncio.sleep(1.0)
+    await sessions_close(sockets, target)
+    await quiesce(target.server)
+    return {
+        "sessions": sessions,
+        "relay_cpu_ms_per_open": meter.relay / sessions * 1e3,
+        "services_cpu_ms_per_open": (meter.services["postgres"] + meter.services["redis"]) / sessions * 1e3,
+        "postgres_bench_cpu_ms_per_open": meter.services["postgres_bench"] / sessions * 1e3,
+        "p50_ms": percentile(times, 0.50) * 1e3,
+        "p99_ms": percentile(times, 0.99) * 1e3,
+        "max_ms": max(times) * 1e3,
+    }
+
+
+async def idle_cpu(target: Target, sessions: int, seconds: float, concurrency: int, database: str) -> dict:
+    """On a fresh process: RSS per session of ``sessions`` idle sessions (opened ``concurrency`` at a
+    time, each relayed one append), then the CPU the relay, PostgreSQL and Redis spend while they sit
+    idle for ``seconds``, in cores (CPU seconds per wall second)."""
+    warm = await sessions_open(target, 2)  # lazy imports and first-connection set-up are not per session
+    await sessions_close(warm, target)
+    baseline = target.server.rss_kib()
+    sockets = await sessions_open(target, sessions, concurrency)
+    try:
+        loaded = target.server.rss_kib()
+        await quiesce(target.server)
+        with Meter(target.server, database) as meter:
+            await asyncio.sleep(seconds)
+    finally:
+        await sessions_close(sockets, target)
+        await quiesce(target.server)
+    services = meter.services
+    return {
+        "sessions": sessions,
+        "seconds": meter.wall,
+        "memory_kib_per_session": (loaded - baseline) / sessions,
+        "relay_cores": meter.relay / meter.wall,
+        "postgres_cores": services["postgres"] / meter.wall,
+        "postgres_bench_cores": services["postgres_bench"] / meter.wall,
+        "redis_cores": services["redis"] / meter.wall,
+        "services_cores": (services["postgres"] + services["redis"]) / meter.wall,
+    }
+
+
+async def pingpong(target: Target, levels: list[int], events: int, concurrency: int, database: str,
+                   timeout: float) -> dict:
+    """For each level, on sessions opened ``concurrency`` at a time (the next level adds to the last's):
+    one append in flight per session, ``events`` round trips in all (at least 20 per session); CPU
+    of the relay, PostgreSQL and Redis per round trip."""
+    sockets: list[ClientConnection] = []
+    out = {}
+    try:
+        for level in levels:
+            sockets += await sessions_open(target, level - len(sockets), concurrency)
+            per_session = max(20, events // level)
+            await quiesce(target.server)
+            with Meter(target.server, database) as meter:
+                rtts, tally = await latency_phase(sockets, per_session, timeout)
+            target.appends += tally.sent
+            done = max(tally.received, 1)
+            out[str(level)] = {
+                "round_trips": tally.received,
+                "p50_ms": percentile(rtts, 0.50) * 1e3 if rtts else None,
+                "p99_ms": percentile(rtts, 0.99) * 1e3 if rtts else None,
+                "round_trips_per_s": tally.received / meter.wall,
+                "relay_cpu_us_per_rt": meter.relay / done * 1e6,
+                "postgres_cpu_us_per_rt": meter.services["postgres"] / done * 1e6,
+                "postgres_bench_cpu_us_per_rt": meter.services["postgres_bench"] / done * 1e6,
+                "redis_cpu_us_per_rt": meter.services["redis"] / done * 1e6,
+                "lost": tally.lost, "duplicated": tally.duplicated, "reordered": tally.reordered,
+                "errors": tally.errors,
+            }
+    finally:
+        await sessions_close(sockets, target)
+    return out
+
+
+def ledger_totals() -> dict[str, object]:
+    """The bench database's ledger, summed per metric (Decimal)."""
+    from django.db import connection
+    from django.db.models import Sum
+
+    from accounts.models import UsageRecord
+
+    totals = {row["metric"]: row["total"] for row in UsageRecord.objects.values("metric").annotate(total=Sum("quantity"))}
+    connection.close()  # no idle backend of ours in the next phase's PostgreSQL figures
+    return totals
+
+
+def ledger_check(before: dict, appends: int, connected_seconds: float, timeout: float) -> dict:
+    """Wait until the usage written since ``before`` settles (audio in equal to what was sent and
+    unchanged for a second, or ``timeout``), then compare each metric with what was sent."""
+    from decimal import Decimal
+
+    expected = {metric: Decimal(0) for metric in LEDGER_METRICS}
+    expected["audio_in_seconds"] = Decimal(appends) * Decimal(CHUNK_BYTES) / Decimal(48_000)
+    deadline = time.monotonic() + timeout
+    previous = None
+    while True:
+        after = ledger_totals()
+        billed = {m: Decimal(after.get(m) or 0) - Decimal(before.get(m) or 0) for m in set(after) | set(LEDGER_METRICS)}
+        settled = billed == previous and billed.get("audio_in_seconds") == expected["audio_in_seconds"]
+        if settled or time.monotonic() > deadline:
+            break
+        previous = billed
+        time.sleep(1.0)  # polling another process's database writes
+    rows = {m: {"sent": str(expected.get(m, "")), "billed": str(billed.get(m, 0)),
+                "exact": billed.get(m, Decimal(0)) == expected[m]} for m in LEDGER_METRICS}
+    for metric in sorted(set(billed) - set(LEDGER_METRICS) - {"session_seconds"}):
+        rows[metric] = {"sent": "0", "billed": str(billed[metric]), "exact": billed[metric] == 0}
+    # Session time has no exact expectation: the client's view is connect to close, the gateway's from
+    # the upstream's acceptance to its own close; shown, not checked.
+    rows["session_seconds"] = {"sent": f"{connected_seconds:.3f} (client-observed)",
+                               "billed": str(billed.get("session_seconds", 0)), "exact": None}
+    return {"appends": appends, "metrics": rows, "exact": all(r["exact"] for r in rows.values() if r["exact"] is not None),
+            "settle_seconds": round(timeout - max(0.0, deadline - time.monotonic()), 1)}
+
+
+def log_errors(server: Server) -> dict:
+    """ERROR and CRITICAL lines a relay process logged (its log is rewritten on every start), counted
+    by message with the session ids taken out: a phase may pass while the gateway logged failures."""
+    found: dict[str, int] = {}
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        match = re.search(r" (?:ERROR|CRITICAL) (.*)", line)
+        if match:
+            message = re.sub(r"sess_[0-9a-f]+", "sess_…", match.group(1))[:160]
+            found[message] = found.get(message, 0) + 1
+    return found
+
+
+def start_relay(name: str, args, echo_url: str, logs: Path, raw_key: str) -> Target:
+    py = sys.executable
+    port = free_port()
+    if name == "minimal":
+        server = start_server("minimal", [py, "bench/minimal_relay.py", "--port", str(port), "--upstream", echo_url],
+                              os.environ.copy(), logs, port)
+        return Target("minimal", f"ws://127.0.0.1:{port}/", {}, server)
+    env = django_env(args.database_url, args.redis_url or None)
+    env["BILLING_SPOOL_DIR"] = str(logs / "usage-spool")  # this bench's own: no other run's spool adopted
+    command = [part.replace("{port}", str(port)) for part in server_commands(py)[name]]
+    server = start_server(f"gateway-{name}", command, env, logs, port)
+    return Target(f"gateway-{name}", f"ws://127.0.0.1:{port}/v1/realtime", {"Authorization": f"Bearer {raw_key}"},
+                  server)
+
+
+def scale_run(args, raw_key: str, agent_pk: int, logs: Path, run_number: int) -> dict:
+    """One run of every scale measure, the targets taking turns (the order flips every other run):
+    the connect storm on fresh processes; then, on another fresh process per target, idle memory and
+    CPU, then ping-pong; then the ledger check of every gateway session of the run."""
+    database = args.database_url.rsplit("/", 1)[-1]
+    names = ["minimal", *args.servers]
+    names = names if run_number % 2 else names[::-1]
+    before = ledger_totals()
+    port = free_port()
+    echo = start_server("echo", [sys.executable, "bench/echo_upstream.py", "--port", str(port)],
+                        os.environ.copy(), logs, port)
+    echo_url = f"ws://127.0.0.1:{port}/"
+    point_agent_at(agent_pk, echo_url)
+    result: dict = {"storm": {}, "storm_warm": {}, "idle": {}, "pingpong": {}, "log_errors": {}}
+    appends, connected = 0, 0.0
+    live: list[Target] = []
+    try:
+        for name in names:
+            target = start_relay(name, args, echo_url, logs, raw_key)
+            try:
+                print(f"  storm: {target.name}", flush=True)
+                result["storm"][target.name] = asyncio.run(storm(target, args.storm_sessions, args.storm_concurrency, database))
+                # The same storm again on the now warm process: what is per open, not first use.
+                result["storm_warm"][target.name] = asyncio.run(storm(target, args.storm_sessions, args.storm_concurrency, database))
+            finally:
+                target.server.stop()  # a gateway's drain writes what its sessions still had counted
+                result["log_errors"]["storm " + target.name] = log_errors(target.server)
+            if target.name.startswith("gateway"):
+                connected += target.connected_seconds
+        for name in names:
+            target = start_relay(name, args, echo_url, logs, raw_key)
+            live.append(target)
+            print(f"  idle ({args.idle_cpu_sessions} sessions, {args.idle_cpu_seconds:g} s) and ping-pong: {target.name}",
+                  flush=True)
+            result["idle"][target.name] = asyncio.run(idle_cpu(target, args.idle_cpu_sessions, args.idle_cpu_seconds,
+                                                               args.storm_concurrency, database))
+            result["pingpong"][target.name] = asyncio.run(pingpong(target, args.pingpong_sessions, args.pingpong_events,
+                                                                   args.storm_concurrency, database, args.phase_timeout))
+            if target.name.startswith("gateway"):
+                appends += target.appends
+                connected += target.connected_seconds
+        if args.servers:
+            result["ledger"] = ledger_check(before, appends, connected, args.ledger_timeout)
+    finally:
+        for target in live:
+            target.server.stop()
+            result["log_errors"][target.name] = log_errors(target.server)
+        echo.stop()
+    return result
+
+
+def scale_summarize(runs: list[dict], args) -> dict:
+    names = list(runs[0]["idle"])
+    names = ["minimal", *sorted(n for n in names if n != "minimal")]
+    gateways = [n for n in names if n.startswith("gateway")]
+    summary: dict = {"pingpong": {}, "idle": {}, "storm": {}, "storm_warm": {}}
+    for level in map(str, args.pingpong_sessions):
+        rows = {}
+        for name in names:
+            def cell(run, key, name=name, level=level):
+                return run["pingpong"][name][level][key]
+
+            row = {key: median_of(runs, lambda r, key=key: cell(r, key))
+                   for key in ("p50_ms", "p99_ms", "round_trips_per_s", "relay_cpu_us_per_rt", "postgres_cpu_us_per_rt",
+                               "postgres_bench_cpu_us_per_rt", "redis_cpu_us_per_rt")}
+            for key in ("round_trips", "lost", "duplicated", "reordered"):
+                row[key] = sum(cell(run, key) for run in runs)
+            row["errors"] = [e for run in runs for e in cell(run, "errors")][:3]
+            row["relay_cpu_vs_minimal"] = median_of(
+                runs, lambda r: cell(r, "relay_cpu_us_per_rt") / r["pingpong"]["minimal"][level]["relay_cpu_us_per_rt"])
+            row["services_cpu_us_per_rt_vs_minimal"] = median_of(
+                runs, lambda r: (cell(r, "postgres_cpu_us_per_rt") + cell(r, "redis_cpu_us_per_rt"))
+                - (r["pingpong"]["minimal"][level]["postgres_cpu_us_per_rt"]
+                   + r["pingpong"]["minimal"][level]["redis_cpu_us_per_rt"]))
+            rows[name] = row
+        summary["pingpong"][level] = rows
+    for name in names:
+        idle = {key: median_of(runs, lambda r, key=key: r["idle"][name][key])
+                for key in runs[0]["idle"][name] if key != "sessions"}
+        # The machine's PostgreSQL and Redis serve other work too: the minimal relay's window of the same
+        # run (no database, no Redis) is the background to take away.
+        idle["services_cores_over_minimal"] = median_of(
+            runs, lambda r: r["idle"][name]["services_cores"] - r["idle"]["minimal"]["services_cores"])
+        idle["relay_cores_over_minimal"] = median_of(
+            runs, lambda r: r["idle"][name]["relay_cores"] - r["idle"]["minimal"]["relay_cores"])
+        summary["idle"][name] = idle
+        for phase in ("storm", "storm_warm"):
+            storm_row = {key: median_of(runs, lambda r, key=key, phase=phase: r[phase][name][key])
+                         for key in runs[0][phase][name] if key != "sessions"}
+            storm_row["p99_vs_minimal"] = median_of(runs, lambda r, phase=phase: r[phase][name]["p99_ms"] / r[phase]["minimal"]["p99_ms"])
+            storm_row["cpu_vs_minimal"] = median_of(
+                runs, lambda r, phase=phase: r[phase][name]["relay_cpu_ms_per_open"] / r[phase]["minimal"]["relay_cpu_ms_per_open"])
+            summary[phase][name] = storm_row
+    errors: dict[str, int] = {}
+    for run in runs:
+        for process, found in run["log_errors"].items():
+            for message, count in found.items():
+                key = f"{process.removeprefix('storm ')}: {message}"
+                errors[key] = errors.get(key, 0) + count
+    summary["log_errors"] = errors
+    ledgers = [run["ledger"] for run in runs if "ledger" in run]
+    summary["ledger"] = {"exact": all(lg["exact"] for lg in ledgers), "runs": ledgers} if ledgers else None
+    summary["goals"] = scale_goals(summary, gateways, args)
+    return summary
+
+
+def scale_goals(summary: dict, gateways: list[str], args) -> dict:
+    out = {}
+    low, high = str(min(args.pingpong_sessions)), str(max(args.pingpong_sessions))
+    for name in gateways:
+        idle, storm_row = summary["idle"][name], summary["storm"][name]
+        ledger = summary["ledger"]
+        out[name] = {
+            f"relay CPU per round trip ≤ 1.1× minimal at {low} ping-pong sessions":
+                _fmt_goal(summary["pingpong"][low][name]["relay_cpu_vs_minimal"], lambda v: v <= 1.1, "{:.2f}×"),
+            f"relay CPU per round trip ≤ 1.1× minimal at {high} ping-pong sessions":
+                _fmt_goal(summary["pingpong"][high][name]["relay_cpu_vs_minimal"], lambda v: v <= 1.1, "{:.2f}×"),
+            f"{args.idle_cpu_sessions} idle sessions ≤ 0.01 core in the gateway":
+                _fmt_goal(idle["relay_cores"], lambda v: v <= 0.01, "{:.4f} cores"),
+            f"{args.idle_cpu_sessions} idle sessions ≤ 0.01 core in PostgreSQL + Redis (over the minimal relay's window)":
+                _fmt_goal(idle["services_cores_over_minimal"], lambda v: v <= 0.01, "{:.4f} cores"),
+            "CPU per session open ≤ 2 ms (fresh process)":
+                _fmt_goal(storm_row["relay_cpu_ms_per_open"], lambda v: v <= 2, "{:.2f} ms"),
+            "connect storm p99 to session.created ≤ 4× minimal":
+                _fmt_goal(storm_row["p99_vs_minimal"], lambda v: v <= 4, "{:.2f}×"),
+            f"memory per idle session ≤ 50 KiB (at {args.idle_cpu_sessions})":
+                _fmt_goal(idle["memory_kib_per_session"], lambda v: v <= 50, "{:.1f} KiB"),
+            "ledger exact": ("not measured" if ledger is None else "met" if ledger["exact"] else "MISSED"),
+        }
+    return out
+
+
+def scale_render(summary: dict, meta: dict) -> str:
+    def num(v, fmt="{:.2f}"):
+        return "—" if v is None else fmt.format(v)
+
+    out = [SCALE_BEGIN, "## Relay at scale (`bench/relay.py --scale`)", ""]
+    out.append(f"Measured {meta['date']} on {meta['machine']}. Median of {meta['runs']} runs; ratios and differences "
+               "against the minimal relay are taken within each run, then their median. The machine is shared: "
+               f"the 1-minute load average was {meta['load_before']:.1f} before and {meta['load_after']:.1f} after, and "
+               "its PostgreSQL and Redis also serve other people's tests, so the minimal relay's figures for them "
+               "(it uses neither) are the background of that run.")
+    out.append("")
+    out.append(f"Run: `.venv/bin/python bench/relay.py --scale` (`--scale --quick` for a one-minute smoke test). "
+               f"About {meta['minutes']:.0f} minutes. These figures: `{('bench/relay.py ' + meta['arguments']).strip()}`.")
+    out.append("")
+    out.append("Targets as in the relay section (*minimal*: `bench/minimal_relay.py`; *gateway-uvicorn*: the production "
+               "command), the gateway with its production intervals (usage written every REALTIME_METER_FLUSH_SECONDS, "
+               "5 s; uvicorn's WebSocket pings every 20 s). CPU is schedstat time of all threads: of the relay process, "
+               "of every `postgres` process (*PG*; *PG bench*: only the backends connected to the bench database) and "
+               "of `redis-server`.")
+    out.append("")
+    out.append(f"**Ping-pong**: one 100 ms append in flight per session, {meta['pingpong_events']:,} round trips per level "
+               f"(at least 20 per session); sessions opened {meta['concurrency']} at a time, each level adding to the last.")
+    out.append("")
+    out.append("| sessions | target | p50 ms | p99 ms | round trips/s | relay CPU µs/rt | × minimal | PG µs/rt | PG bench µs/rt | "
+               "Redis µs/rt | PG+Redis µs/rt over minimal | lost | dup | reord |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for level, rows in summary["pingpong"].items():
+        for name, row in rows.items():
+            out.append(f"| {level} | {name} | {num(row['p50_ms'], '{:.3f}')} | {num(row['p99_ms'], '{:.3f}')} | "
+                       f"{num(row['round_trips_per_s'], '{:,.0f}')} | {num(row['relay_cpu_us_per_rt'], '{:.1f}')} | "
+                       f"{num(row['relay_cpu_vs_minimal'])} | {num(row['postgres_cpu_us_per_rt'], '{:.1f}')} | "
+                       f"{num(row['postgres_bench_cpu_us_per_rt'], '{:.1f}')} | {num(row['redis_cpu_us_per_rt'], '{:.1f}')} | "
+                       f"{num(row['services_cpu_us_per_rt_vs_minimal'], '{:+.1f}')} | "
+                       f"{row['lost']} | {row['duplicated']} | {row['reordered']} |")
+    out.append("")
+    out.append(f"**Idle**: {meta['idle_sessions']} sessions on a fresh process (opened {meta['concurrency']} at a time, "
+               f"one append relayed each), then {meta['idle_seconds']:g} s with nothing sent; CPU in cores (CPU seconds "
+               "per wall second). Memory: RSS with the sessions open minus the baseline, per session.")
+    out.append("")
+    out.append("| target | relay cores | PG cores | PG bench cores | Redis cores | PG+Redis cores | PG+Redis over minimal | "
+               "KiB per idle session |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, row in summary["idle"].items():
+        out.append(f"| {name} | {num(row['relay_cores'], '{:.4f}')} | {num(row['postgres_cores'], '{:.4f}')} | "
+                   f"{num(row['postgres_bench_cores'], '{:.4f}')} | {num(row['redis_cores'], '{:.4f}')} | "
+                   f"{num(row['services_cores'], '{:.4f}')} | {num(row['services_cores_over_minimal'], '{:+.4f}')} | "
+                   f"{num(row['memory_kib_per_session'], '{:.1f}')} |")
+    out.append("")
+    out.append(f"**Connect storm**: {meta['storm_sessions']} sessions against a freshly started process, "
+               f"{meta['concurrency']} handshakes in progress at a time; time from the start of a connect to the relayed "
+               "`session.created` (the echo upstream sends it on connect); relay CPU from the first connect to one second "
+               "after the last `session.created`, per session. *warm*: the same storm again on the same process once "
+               "the first storm's sessions are closed.")
+    out.append("")
+    out.append("| storm | target | relay CPU ms per open | × minimal | PG+Redis CPU ms per open | PG bench ms per open | "
+               "p50 ms | p99 ms | p99 × minimal |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for phase, label in (("storm", "fresh"), ("storm_warm", "warm")):
+        for name, row in summary[phase].items():
+            out.append(f"| {label} | {name} | {num(row['relay_cpu_ms_per_open'], '{:.3f}')} | {num(row['cpu_vs_minimal'])} | "
+                       f"{num(row['services_cpu_ms_per_open'], '{:.3f}')} | {num(row['postgres_bench_cpu_ms_per_open'], '{:.3f}')} | "
+                       f"{num(row['p50_ms'], '{:.1f}')} | {num(row['p99_ms'], '{:.1f}')} | {num(row['p99_vs_minimal'])} |")
+    out.append("")
+    ledger = summary["ledger"]
+    if ledger:
+        out.append("**Ledger**: every append the gateway relayed in a run (storms, idle, ping-pong; 100 ms of PCM16 24 kHz "
+                   "each) against the usage rows the run added to the bench database, once the writes settle. "
+                   "Session time has no exact expectation (the client counts from its connect to its close).")
+        out.append("")
+        out.append("| run | metric | sent | billed | exact |")
+        out.append("|---:|---|---:|---:|---|")
+        for number, run in enumerate(ledger["runs"], 1):
+            for metric, row in run["metrics"].items():
+                exact = "—" if row["exact"] is None else "yes" if row["exact"] else "**NO**"
+                out.append(f"| {number} | {metric} | {row['sent']} | {row['billed']} | {exact} |")
+        out.append("")
+    if summary["log_errors"]:
+        out.append("Errors the relay processes logged over all runs (count, message):")
+        out.append("")
+        for message, count in sorted(summary["log_errors"].items(), key=lambda item: -item[1])[:8]:
+            out.append(f"- {count} × `{message}`")
+        out.append("")
+    if summary["goals"]:
+        out += ["Goals (issue 14):", "", "| goal | " + " | ".join(summary["goals"]) + " |",
+                "|---|" + "---|" * len(summary["goals"])]
+        for goal in next(iter(summary["goals"].values())):
+            out.append(f"| {goal} | " + " | ".join(row[goal] for row in summary["goals"].values()) + " |")
+        out.append("")
+    out.append(SCALE_END)
+    return "\n".join(out)
+
+
+def scale_main(args, began: float, logs: Path, raw_key: str, agent_pk: int) -> int:
+    load_before = os.getloadavg()[0]
+    runs = []
+    for number in range(1, args.runs + 1):
+        print(f"run {number}/{args.runs}: minimal, {', '.join('gateway-' + s for s in args.servers)}", flush=True)
+        runs.append(scale_run(args, raw_key, agent_pk, logs, number))
+        ledger = runs[-1].get("ledger")
+        if ledger and not ledger["exact"]:
+            print(f"LEDGER NOT EXACT in run {number}: {json.dumps(ledger['metrics'], indent=1)}", flush=True)
+    summary = scale_summarize(runs, args)
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "runs": args.runs,
+        "servers": args.servers,
+        "arguments": " ".join(args.argv),
+        "pingpong_events": args.pingpong_events,
+        "idle_sessions": args.idle_cpu_sessions,
+        "idle_seconds": args.idle_cpu_seconds,
+        "storm_sessions": args.storm_sessions,
+        "concurrency": args.storm_concurrency,
+        "minutes": (time.monotonic() - began) / 60,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+    section = scale_render(summary, meta)
+    print(section)
+    if not args.no_write:
+        SCALE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        SCALE_RESULTS.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+        readme_section_write(name="relay-scale", section=section)
+        print(f"wrote {README.relative_to(BASE_DIR)} and {SCALE_RESULTS.relative_to(BASE_DIR)}")
+    if summary["ledger"] is not None and not summary["ledger"]["exact"]:
+        print("FAILED: the ledger does not match what was sent (see the Ledger table)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Relay benchmark (see the module docstring).")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=[1, 50, 100])
-    parser.add_argument("--servers", type=lambda s: s.split(","), default=["daphne", "uvicorn"],
+    parser.add_argument("--servers", type=lambda s: s.split(","), default=None,
                         help="ASGI servers to run the gateway under (daphne, uvicorn, uvicorn-websockets, "
-                             "uvicorn-wsproto, granian, hypercorn); empty: no gateway")
+                             "uvicorn-wsproto, granian, hypercorn); empty: no gateway. Default: daphne,uvicorn "
+                             "(--scale: uvicorn)")
     parser.add_argument("--latency-events", type=int, default=1000, help="round trips per level and target")
     parser.add_argument("--throughput-events", type=int, default=5000, help="appends per level and target")
     parser.add_argument("--window", type=int, default=8, help="appends in flight per session (throughput)")
     parser.add_argument("--idle-sessions", type=int, default=100)
     parser.add_argument("--phase-timeout", type=float, default=60.0, help="seconds before a phase gives up")
+    scale = parser.add_argument_group("scale", "--scale runs only these measures (issue 14), against the minimal relay")
+    scale.add_argument("--scale", action="store_true",
+                       help="ping-pong CPU per round trip, idle CPU and memory, connect storm, ledger exactness")
+    scale.add_argument("--pingpong-sessions", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500])
+    scale.add_argument("--pingpong-events", type=int, default=20000,
+                       help="round trips per ping-pong level and target (at least 20 per session)")
+    scale.add_argument("--idle-cpu-sessions", type=int, default=500)
+    scale.add_argument("--idle-cpu-seconds", type=float, default=30.0)
+    scale.add_argument("--storm-sessions", type=int, default=200)
+    scale.add_argument("--storm-concurrency", type=int, default=50,
+                       help="handshakes in progress at once (storm, and every opening of sessions in --scale)")
+    scale.add_argument("--ledger-timeout", type=float, default=60.0, help="seconds to wait for the usage writes to settle")
     parser.add_argument("--quick", action="store_true", help="1 run, fewer events: a smoke test (implies --no-write)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave README and results alone")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
                         help="Redis for the gateway ('' for the embedded in-memory defaults)")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.servers is None:
+        args.servers = ["uvicorn"] if args.scale else ["daphne", "uvicorn"]
     args.servers = [s for s in args.servers if s]
     unknown = set(args.servers) - set(server_commands(sys.executable))
     if unknown:
@@ -706,6 +1256,12 @@ def parse_args(argv=None):
     if args.quick:
         args.runs, args.latency_events, args.throughput_events, args.idle_sessions = 1, 200, 1000, 20
         args.no_write = True  # a smoke test's figures must not replace the recorded table
+        if args.scale:
+            args.pingpong_sessions, args.pingpong_events = [50, 100], 2000
+            args.idle_cpu_sessions, args.idle_cpu_seconds, args.storm_sessions = 100, 5.0, 100
+    if args.scale and max(args.pingpong_sessions + [args.idle_cpu_sessions, args.storm_sessions]) > int(
+            GATEWAY_ENV["REALTIME_MAX_SESSIONS_PER_KEY"]):
+        parser.error("more sessions than REALTIME_MAX_SESSIONS_PER_KEY of GATEWAY_ENV")
     return args
 
 
@@ -719,6 +1275,8 @@ def main(argv=None) -> int:
         print(f"preparing {args.database_url.rsplit('/', 1)[-1]} ...", flush=True)
         prepare_database(args.database_url)
         raw_key, agent_pk = create_bench_project(args.database_url)
+    if args.scale:
+        return scale_main(args, began, logs, raw_key, agent_pk)
     load_before = os.getloadavg()[0]
     runs = []
     for number in range(1, args.runs + 1):
