@@ -109,6 +109,8 @@ return 1
 """
 
 _local_slots: dict[str, dict[str, float]] = {}
+REDIS_MAX_CONNECTIONS = 100
+REDIS_POOL_WAIT_SECONDS = 5.0
 _redis_clients: dict = {}
 
 
@@ -126,7 +128,12 @@ def redis_client():
     if client is None:
         for stale in [other for other in _redis_clients if other.is_closed()]:
             del _redis_clients[stale]
-        client = _redis_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        # A blocking pool: when hundreds of sessions end at once, a call waits briefly for a free
+        # connection instead of failing with "Too many connections" (and leaving its slot held).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, decode_responses=True, max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_POOL_WAIT_SECONDS)
+        client = _redis_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return client
 
 

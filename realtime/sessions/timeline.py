@@ -59,7 +59,9 @@ class _Entry:
 class _SessionState:
     entries: int = 0
     truncated: bool = False
-    last: _Entry | None = None  # the entry a following same-type audio/delta event merges into
+    # Per direction, the entry a following same-type audio/delta event of that direction merges into:
+    # a client's appends stay one entry while the upstream answers in between (ping-pong audio).
+    last: dict[str, _Entry] = field(default_factory=dict)
     ended: bool = False
     touched: float = field(default_factory=time.monotonic)
 
@@ -110,7 +112,7 @@ def timeline_note(*, project_id: int, session_id: str, direction: str, event: di
     if state.truncated:
         return
     kind, data = _summarise(event)
-    last = state.last
+    last = state.last.get(direction)
     if last is not None and last.type == kind and last.direction == direction and (
             kind in AUDIO_EVENTS or kind.endswith(".delta")):
         last.count += 1
@@ -124,7 +126,10 @@ def timeline_note(*, project_id: int, session_id: str, direction: str, event: di
         kind, data, direction = "timeline.truncated", {"after_entries": state.entries}, "gateway"
     entry = _Entry(project_id, session_id, timezone.now(), direction, kind, data)
     state.entries += 1
-    state.last = entry if (kind in AUDIO_EVENTS or kind.endswith(".delta")) else None
+    if kind in AUDIO_EVENTS or kind.endswith(".delta"):
+        state.last[direction] = entry
+    else:
+        state.last.pop(direction, None)
     if len(_writer.pending) >= PENDING_MAX:
         _writer.dropped += 1
         return
@@ -140,8 +145,9 @@ def _note_text(*, project_id: int, session_id: str, direction: str, message) -> 
             event: dict = {"type": kind, AUDIO_EVENTS[kind]: None}
             timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
             state = _writer.sessions.get((project_id, session_id))
-            if state is not None and state.last is not None and state.last.type == kind:
-                state.last.data["audio_bytes"] = state.last.data.get("audio_bytes", 0) + len(message) * 3 // 4
+            last = state.last.get(direction) if state is not None else None
+            if last is not None and last.type == kind:
+                last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + len(message) * 3 // 4
             return
     try:
         event = orjson.loads(message)
@@ -235,7 +241,7 @@ async def timeline_flush() -> None:
     batch, _writer.pending = _writer.pending, []
     now = time.monotonic()
     for key, state in list(_writer.sessions.items()):
-        state.last = None
+        state.last.clear()
         if state.ended or now - state.touched > IDLE_FORGET_SECONDS:
             del _writer.sessions[key]
     if _writer.dropped:
