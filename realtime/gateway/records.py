@@ -2,12 +2,13 @@
 by the sessions page and the console. ``session_id`` is the gateway's own id (unique, as in the usage
 ledger); ``client_key`` the client's id for it, which may name many sessions over time.
 
-Opening and ending a session only note it (``session_record_open`` / ``session_record_close``: no I/O,
-safe on the event loop). One writer per process writes what was noted every RECORD_FLUSH_SECONDS in one
-transaction, in a thread of its own, so a session open waits on no database and a connect storm costs
-one INSERT per flush rather than one per session. A write that fails (the database away, SQLite busy)
-is kept and tried again at the next flush. The sessions page so shows a session up to one flush
-interval late, and a process killed outright loses at most that interval's notes.
+A session's record is written when it opens (``session_record_start``, in the open's database call:
+the step that finds a hung database, so new sessions are refused within the admission bound). Its end
+is only noted (``session_record_close``: no I/O, safe on the event loop); one writer per process writes
+the noted ends every RECORD_FLUSH_SECONDS in one transaction, in a thread of its own. A write that
+fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is
+never left "live" by a transient error. ``session_record_open`` notes an open the same way (batched),
+for a holder that need not find a hung database at its open.
 """
 from __future__ import annotations
 
