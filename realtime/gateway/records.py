@@ -7,18 +7,16 @@ the step that finds a hung database, so new sessions are refused within the admi
 is only noted (``session_record_close``: no I/O, safe on the event loop); one writer per process writes
 the noted ends every RECORD_FLUSH_SECONDS in one transaction, in a thread of its own. A write that
 fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is
-never left "live" by a transient error. ``session_record_open`` notes an open the same way (batched),
-for a holder that need not find a hung database at its open.
+never left "live" by a transient error.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from datetime import datetime
 
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -49,32 +47,10 @@ def session_record_end(*, record_id: int, close_reason: str) -> None:
     )
 
 
-# --- Noting (the event loop) -------------------------------------------------------------------------
-
-@dataclass
-class _Open:
-    session_id: str
-    client_key: str
-    project_id: int
-    api_key_pk: str | None
-    key_id: str
-    deployment_id: int | None
-    dialect: str
-    started_at: datetime
-    ended_at: datetime | None = None
-    close_reason: str = ""
-
-    def row(self) -> SessionRecord:
-        return SessionRecord(
-            session_id=self.session_id, client_key=self.client_key, project_id=self.project_id,
-            api_key_id=self.api_key_pk, key_id=self.key_id, deployment_id=self.deployment_id, dialect=self.dialect,
-            started_at=self.started_at, ended_at=self.ended_at, close_reason=self.close_reason,
-        )
-
+# --- Noting ends (the event loop) -------------------------------------------------------------------
 
 class _Writer:
     def __init__(self) -> None:
-        self.opens: dict[str, _Open] = {}
         self.closes: dict[str, tuple[datetime, str]] = {}
         self.task: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-records")
@@ -83,22 +59,8 @@ class _Writer:
 _writer = _Writer()
 
 
-def session_record_open(
-    *, session_id: str, client_key: str = "", project_id: int, api_key_pk: str, key_id: str,
-    deployment_id: int | None, dialect: str,
-) -> None:
-    _writer.opens[session_id] = _Open(session_id, client_key, project_id, str(api_key_pk), key_id, deployment_id,
-                                      dialect, timezone.now())
-    _writer_ensure()
-
-
 def session_record_close(*, session_id: str, close_reason: str) -> None:
-    now, reason = timezone.now(), close_reason[:CLOSE_REASON_MAX]
-    pending = _writer.opens.get(session_id)
-    if pending is not None:  # not written yet: written ended
-        pending.ended_at, pending.close_reason = now, reason
-    else:
-        _writer.closes[session_id] = (now, reason)
+    _writer.closes[session_id] = (timezone.now(), close_reason[:CLOSE_REASON_MAX])
     _writer_ensure()
 
 
@@ -112,79 +74,44 @@ def _writer_ensure() -> None:
 async def _writer_run() -> None:
     """Write what was noted every RECORD_FLUSH_SECONDS; ends itself when nothing is left (an idle
     process has no task waking here)."""
-    while _writer.opens or _writer.closes:
+    while _writer.closes:
         await asyncio.sleep(RECORD_FLUSH_SECONDS)
         await records_flush()
 
 
 async def records_flush() -> None:
     """Write what is pending now (also at a drain, and for tests). A failed write is kept for the next."""
-    opens, _writer.opens = _writer.opens, {}
     closes, _writer.closes = _writer.closes, {}
-    if not opens and not closes:
+    if not closes:
         return
     try:
-        await asyncio.get_running_loop().run_in_executor(_writer.executor, _write, list(opens.values()), closes)
+        await asyncio.get_running_loop().run_in_executor(_writer.executor, _write, closes)
     except Exception as exc:
         from realtime.gateway import availability
 
-        availability.failure_logged(logger, "session records not written (%d); trying again", exc,
-                                    len(opens) + len(closes))
-        _keep(opens, closes)
+        availability.failure_logged(logger, "session record ends not written (%d); trying again", exc, len(closes))
+        _writer.closes = {**closes, **_writer.closes}
+        overflow = len(_writer.closes) - PENDING_MAX
+        if overflow > 0:
+            logger.error("session records: %d ends dropped after a long outage", overflow)
+            for session_id in list(_writer.closes)[:overflow]:
+                del _writer.closes[session_id]
 
 
 def records_discard() -> None:
     """Forget what is noted and not written (tests: nothing of one test reaches the next one's database)."""
-    _writer.opens, _writer.closes = {}, {}
+    _writer.closes = {}
 
 
-def _keep(opens: dict[str, _Open], closes: dict[str, tuple[datetime, str]]) -> None:
-    """Put a failed write back in front of what was noted meanwhile."""
-    for session_id, close in _writer.closes.items():
-        if session_id in opens:
-            opens[session_id].ended_at, opens[session_id].close_reason = close
-        else:
-            closes[session_id] = close
-    _writer.opens = {**opens, **_writer.opens}
-    _writer.closes = closes
-    overflow = len(_writer.opens) + len(_writer.closes) - PENDING_MAX
-    if overflow > 0:
-        logger.error("session records: %d notes dropped after a long outage", overflow)
-        for session_id in list(_writer.opens)[:overflow]:
-            del _writer.opens[session_id]
-
-
-def _write(opens: list[_Open], closes: dict[str, tuple[datetime, str]]) -> None:
+def _write(closes: dict[str, tuple[datetime, str]]) -> None:
     close_old_connections()
     try:
-        try:
-            with transaction.atomic():
-                _write_rows(opens, closes)
-        except IntegrityError:
-            # A key or deployment deleted meanwhile: its rows lose that link, as a written row would
-            # (SET_NULL); a project deleted outright takes its rows with it.
-            for note in opens:
-                for row_note in (note, replace(note, api_key_pk=None, deployment_id=None)):
-                    try:
-                        with transaction.atomic():
-                            _write_rows([row_note], {})
-                        break
-                    except IntegrityError:
-                        continue
-                else:
-                    logger.info("session record of %s dropped: its project is gone", note.session_id)
-            with transaction.atomic():
-                _write_rows([], closes)
+        with transaction.atomic():
+            for session_id, (ended_at, reason) in closes.items():
+                SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=True).update(
+                    ended_at=ended_at, close_reason=reason)
     finally:
         close_old_connections()
-
-
-def _write_rows(opens: list[_Open], closes: dict[str, tuple[datetime, str]]) -> None:
-    if opens:
-        SessionRecord.objects.bulk_create([note.row() for note in opens])
-    for session_id, (ended_at, reason) in closes.items():
-        SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=True).update(
-            ended_at=ended_at, close_reason=reason)
 
 
 # --- Reading -------------------------------------------------------------------------------------------
