@@ -76,16 +76,32 @@ class DaphneConnection:
         self.protocol.closeHandshakeTimeout = seconds
 
 
+def send_completes_now(send, daphne: DaphneConnection | None) -> Callable[[], bool] | None:
+    """A test of whether the server's ``send()`` would return without waiting, read in their sources:
+    daphne's never waits (its backlog is counted by DaphneConnection); uvicorn's sans-I/O protocol
+    waits only while its ``writable`` event is clear (the socket's buffer is above its high-water mark).
+    None for other servers: every frame then goes through the outbox's task."""
+    if daphne is not None:
+        return lambda: True
+    server: Any = getattr(send, "__self__", None)
+    writable = getattr(server, "writable", None)
+    if isinstance(writable, asyncio.Event) and hasattr(server, "conn") and hasattr(server, "transport"):
+        return writable.is_set
+    return None
+
+
 class ClientOutbox:
     """``accept`` once, then ``push`` text frames and ``close`` the connection; one task sends them."""
 
-    __slots__ = ("_send", "_limit", "_daphne", "_frames", "_queued_bytes", "_task", "_closing", "_on_abandon",
-                 "abandoned")
+    __slots__ = ("_send", "_limit", "_daphne", "_ready", "_sending", "_frames", "_queued_bytes", "_task", "_closing",
+                 "_on_abandon", "abandoned")
 
     def __init__(self, send, *, limit_bytes: int, on_abandon: Callable[[], None]):
         self._send = send
         self._limit = limit_bytes
         self._daphne = DaphneConnection.of(send)
+        self._ready = send_completes_now(send, self._daphne)
+        self._sending = False  # a frame is being handed to the server (ordering: see send_text)
         self._frames: Fifo[dict] = Fifo()
         self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
         self._task: asyncio.Task | None = None
@@ -109,6 +125,27 @@ class ClientOutbox:
             raise ClientTooSlow
         self._frames.put({"type": "websocket.send", "text": text})
         self._queued_bytes += len(text)
+
+    async def send_text(self, text: str, *, bounded: bool = True) -> None:
+        """``push``, but a frame with nothing ahead of it goes to the server from the calling task when
+        the server's ``send()`` cannot wait, without waking the outbox's task (the relay's hot path)."""
+        if self._closing:
+            return
+        if self._ready is None or self._frames or self._sending or not self._ready():
+            self.push(text, bounded=bounded)
+            return
+        if bounded and self.undelivered_bytes() + len(text) > self._limit:
+            raise ClientTooSlow
+        self._sending = True
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except Exception as exc:  # the connection went away under us: nothing left to send to
+            logger.debug("client connection gone while sending: %r", exc)
+            self._closing = True
+            self._frames.clear()
+            self._queued_bytes = 0
+        finally:
+            self._sending = False
 
     def call_in_order(self, action: Callable[[], None]) -> None:
         """Run ``action`` once every frame queued so far was handed to the server (a ping that must
@@ -140,11 +177,14 @@ class ClientOutbox:
             is_close = frame["type"] == "websocket.close"
             if not is_close:
                 self._queued_bytes -= len(frame["text"])
+            self._sending = True
             try:
                 await self._send(frame)
             except Exception as exc:  # the connection went away under us: nothing left to send to
                 logger.debug("client connection gone while sending: %r", exc)
                 is_close = True
+            finally:
+                self._sending = False
             if is_close:
                 self._closing = True
                 self._frames.clear()

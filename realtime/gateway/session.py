@@ -46,6 +46,7 @@ from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
 from realtime.gateway.metering import SessionMeter
 from realtime.gateway.outbox import ClientTooSlow
+from realtime.lib.outbound import websocket_send_completes_now
 from realtime.sessions.timeline import timeline_tap
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,32 @@ def new_session_id() -> str:
     return "sess_" + uuid.uuid4().hex
 
 
+# Upstream event types the session neither meters nor holds back (see _meter_upstream and
+# SessionMeter.upstream_event): relayed without parsing when the event names its type first.
+RELAYED_UNREAD = frozenset({
+    "response.output_text.delta", "response.output_audio_transcript.delta", "response.audio_transcript.delta",
+    "response.text.delta", "response.function_call_arguments.delta", "input_audio_buffer.append",
+    "conversation.item.input_audio_transcription.delta", "response.output_item.added",
+    "response.content_part.added", "response.output_text.done", "response.output_audio.done",
+    "response.output_audio_transcript.done", "response.content_part.done", "response.output_item.done",
+    "conversation.item.added", "conversation.item.done", "response.created", "rate_limits.updated",
+    "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
+})
+_TYPE_PREFIX = '{"type":"'
+
+
+def leading_event_type(text: str) -> str | None:
+    """The type of a JSON event written with ``"type"`` as its first member and no space (how OpenAI's
+    and the local agent's events are serialised), read without parsing; None for any other layout."""
+    if not text.startswith(_TYPE_PREFIX):
+        return None
+    end = text.find('"', 9, 120)
+    if end < 0:
+        return None
+    kind = text[9:end]
+    return None if "\\" in kind else kind
+
+
 class GatewaySession:
     def __init__(self, *, auth: ConnectionAuth, dialect: str, session_key: str | None = None):
         self.session_id = new_session_id()
@@ -107,6 +134,7 @@ class GatewaySession:
         self.close_reason = ""
         self._upstream: Any = None  # a websockets ClientConnection once _open has connected
         self._to_upstream: Fifo[str] = Fifo()
+        self._upstream_sending = False  # a send to the upstream is under way (ordering: see from_client)
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
         self._owner_claimed = False
@@ -259,7 +287,18 @@ class GatewaySession:
         metrics.relay(self.dialect, "to_upstream").add(text)
         self.lifecycle.touch()
         self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
-        if len(self._to_upstream) >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
+        queued = len(self._to_upstream)
+        if not queued and not self._upstream_sending and websocket_send_completes_now(self._upstream, len(text)):
+            # Nothing ahead of it and the send cannot wait: sent here, without waking the writer task.
+            self._upstream_sending = True
+            try:
+                await self._upstream.send(text)
+            except ConnectionClosed:
+                pass  # the reader reports the close
+            finally:
+                self._upstream_sending = False
+            return
+        if queued >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
             return
         self._to_upstream.put(text)
@@ -283,6 +322,8 @@ class GatewaySession:
     def _from_upstream(self, message) -> str | None:
         """Meter one upstream message: the text to relay, or None if it must not reach the client."""
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+        if leading_event_type(text) in RELAYED_UNREAD:
+            return text  # most upstream traffic: nothing to meter or hold back, so not parsed
         try:
             event = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -324,10 +365,16 @@ class GatewaySession:
                 await self.close(reason="upstream_closed", error=error)
 
     async def _write_upstream(self) -> None:
+        """Sends what ``from_client`` queued: events that arrived while a send was waiting for the
+        upstream to drain (or before the session was open), in order."""
         send, get = self._upstream.send, self._to_upstream.get
         try:
             while True:
-                await send(await get())
+                text: str | None = await get()
+                self._upstream_sending = True
+                await send(text)
+                self._upstream_sending = False
+                text = None  # an idle session must not keep its last event alive
         except ConnectionClosed:
             pass  # the reader reports the close
 
