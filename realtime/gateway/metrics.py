@@ -1,12 +1,15 @@
 """Prometheus metrics of one gateway process (prometheus-client; scrape every process's /metrics).
 
 Served by project.health at /metrics, to loopback clients or with ``Authorization: Bearer
-<METRICS_TOKEN>``. Recording is cheap (a labelled child's increment) so the relay path can afford it.
+<METRICS_TOKEN>``. Recording is cheap (a labelled child's increment; relayed events and bytes are plain integers read at
+scrape time) so the relay path can afford it.
 """
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -14,11 +17,6 @@ sessions_live = Gauge("switchboard_sessions_live", "Sessions this process holds 
                       registry=registry)
 sessions_closed = Counter("switchboard_sessions_closed_total", "Sessions ended, by close reason.",
                           ["dialect", "reason"], registry=registry)
-relayed_events = Counter("switchboard_relayed_events_total",
-                         "Events relayed (direction: to_upstream or to_client).",
-                         ["dialect", "direction"], registry=registry)
-relayed_bytes = Counter("switchboard_relayed_bytes_total", "Bytes relayed (UTF-8 text of each event).",
-                        ["dialect", "direction"], registry=registry)
 errors = Counter("switchboard_errors_total", "Error events and refusals sent to clients, by code.", ["code"],
                  registry=registry)
 upstream_connect = Histogram("switchboard_upstream_connect_seconds", "Time to open an upstream connection.",
@@ -43,27 +41,47 @@ def session_closed(dialect: str, reason: str) -> None:
 
 
 class Relay:
-    """Pre-bound counters of one dialect and direction (no label lookup per event)."""
+    """Counters of one dialect and direction: plain integers on the relay path (one event loop thread
+    updates them, so no lock), read by the registry at scrape time (RelayCollector)."""
 
-    __slots__ = ("_events", "_bytes")
+    __slots__ = ("events", "bytes")
 
-    def __init__(self, dialect: str, direction: str):
-        self._events = relayed_events.labels(dialect, direction)
-        self._bytes = relayed_bytes.labels(dialect, direction)
+    def __init__(self) -> None:
+        self.events = 0
+        self.bytes = 0
 
     def add(self, text: str | bytes) -> None:
-        self._events.inc()
-        self._bytes.inc(len(text))
+        self.events += 1
+        self.bytes += len(text)
 
 
 _relays: dict[tuple[str, str], Relay] = {}
+
+
+class RelayCollector(Collector):
+    """switchboard_relayed_events_total and switchboard_relayed_bytes_total, from the Relay counters."""
+
+    def collect(self):
+        events = CounterMetricFamily("switchboard_relayed_events",
+                                     "Events relayed (direction: to_upstream or to_client).",
+                                     labels=["dialect", "direction"])
+        sizes = CounterMetricFamily("switchboard_relayed_bytes", "Bytes relayed (UTF-8 text of each event).",
+                                    labels=["dialect", "direction"])
+        for (dialect, direction), counts in list(_relays.items()):
+            events.add_metric([dialect, direction], counts.events)
+            sizes.add_metric([dialect, direction], counts.bytes)
+        yield events
+        yield sizes
+
+
+registry.register(RelayCollector())
 
 
 def relay(dialect: str, direction: str) -> Relay:
     key = (dialect, direction)
     found = _relays.get(key)
     if found is None:
-        found = _relays[key] = Relay(dialect, direction)
+        found = _relays[key] = Relay()
     return found
 
 

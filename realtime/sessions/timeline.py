@@ -142,6 +142,15 @@ def _note_text(*, project_id: int, session_id: str, direction: str, message) -> 
     markers = _AUDIO_MARKERS if isinstance(head, bytes) else _AUDIO_MARKERS_TEXT
     for marker, kind in zip(markers, AUDIO_EVENTS, strict=True):
         if marker in head:  # the bulk of a session's events: counted without parsing (or copying) the audio
+            state = _writer.sessions.get((project_id, session_id))
+            if state is not None:
+                last = state.last.get(direction)
+                if state.truncated or (last is not None and last.type == kind):  # the common case, inline
+                    state.touched = time.monotonic()
+                    if not state.truncated and last is not None:
+                        last.count += 1
+                        last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + len(message) * 3 // 4
+                    return
             event: dict = {"type": kind, AUDIO_EVENTS[kind]: None}
             timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
             state = _writer.sessions.get((project_id, session_id))
