@@ -22,7 +22,7 @@ from django.conf import settings
 from realtime.gateway import liveness
 from realtime.gateway.limits import redis_client
 
-OWNER_TTL_SECONDS = liveness.LEASE_SECONDS  # renewed every second by the owner's monitor (liveness.py)
+OWNER_TTL_SECONDS = liveness.OWNER_TTL_SECONDS  # a record is stale once its process stops beating (liveness.py)
 
 
 class BufferOverflow(Exception):

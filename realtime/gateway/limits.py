@@ -89,22 +89,39 @@ class TokenBucket:
 
 # --- Concurrent sessions per key ------------------------------------------------------------------
 
-# A slot is leased, not held forever: renewed every second by its process's monitor
-# (realtime/gateway/liveness.py), a crashed process's slots lapse after SLOT_TTL seconds.
-SLOT_TTL = 3.0
+# A slot names the process holding it: ``<process id>|<session id>``. It is not renewed: a slot counts
+# while its process's heartbeat (realtime/gateway/liveness.py, renewed every second for the whole
+# process) exists, so a crashed process's slots stop counting within liveness.LEASE_SECONDS, and the
+# next acquire on that key removes them. The caller's own slots always count for itself; another
+# process that removed them while this one's heartbeat was missing (an outage) sees them again after
+# its next beat (liveness.beat). The heartbeat keys are read by name inside the script: fine on one
+# Redis, not on a Redis Cluster.
 LOCAL_SLOT_TTL = 60.0  # without Redis there is one process: its slots die with it
+SLOT_KEY_TTL_SECONDS = 3600  # a slots key no live process renews (liveness.beat) is deleted after this
 
 _ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local alive = {}
+local counted = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local process = string.match(member, '^(.-)|')
+  local up = false
+  if process then
+    up = alive[process]
+    if up == nil then
+      up = process == ARGV[2] or redis.call('EXISTS', ARGV[1] .. process) == 1
+      alive[process] = up
+    end
+  end
+  if up then counted = counted + 1 else redis.call('ZREM', KEYS[1], member) end
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
   return 1
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+if counted >= tonumber(ARGV[4]) then
   return 0
 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
@@ -141,8 +158,14 @@ def _slot_key(key_id: str) -> str:
     return f"{settings.REDIS_PREFIX}:rt:slots:{key_id}"
 
 
+def slot_member(session_id: str) -> str:
+    from realtime.gateway.buffer import process_id
+
+    return f"{process_id()}|{session_id}"
+
+
 async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> bool:
-    """Take one of the key's concurrent-session slots (or renew this session's). False when full."""
+    """Take one of the key's concurrent-session slots (or keep this session's). False when full."""
     now = time.time()
     client = redis_client()
     if client is None:
@@ -153,13 +176,15 @@ async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> b
             return False
         slots[session_id] = now + LOCAL_SLOT_TTL
         return True
+    from realtime.gateway import liveness
+    from realtime.gateway.buffer import process_id
+
+    key, member = _slot_key(key_id), slot_member(session_id)
     result = await client.eval(
-        _ACQUIRE, 1, _slot_key(key_id), now, now + SLOT_TTL, session_id, limit, int(SLOT_TTL * 2) + 1
+        _ACQUIRE, 1, key, liveness.beat_key_prefix(), process_id(), member, limit, now, SLOT_KEY_TTL_SECONDS,
     )
     if result:
-        from realtime.gateway import liveness
-
-        liveness.slot_held(_slot_key(key_id), session_id)
+        liveness.slot_held(key, member)
     return bool(result)
 
 
@@ -178,8 +203,9 @@ async def session_slot_release(*, key_id: str, session_id: str) -> None:
         return
     from realtime.gateway import liveness
 
-    liveness.slot_dropped(_slot_key(key_id), session_id)
-    await client.zrem(_slot_key(key_id), session_id)
+    key, member = _slot_key(key_id), slot_member(session_id)
+    liveness.slot_dropped(key, member)
+    await client.zrem(key, member)
 
 
 class ClientGate:

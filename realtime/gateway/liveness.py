@@ -3,18 +3,19 @@
 Each process runs one monitor task (started on its first request):
 
 - every BEAT_SECONDS it writes its heartbeat ``<prefix>:fleet:proc:<process id>`` (expires after
-  LEASE_SECONDS) and, in one pipeline, renews every lease it holds: the ownership record of each session
-  it holds and each per-key concurrency slot. Leases last LEASE_SECONDS, so a SIGKILLed process's
-  records lapse within LEASE_SECONDS; no per-session task does this work. The same round trip reads
-  the deployments' generation (realtime.agents.deployment_cache);
+  LEASE_SECONDS). Whatever the process holds in Redis is tied to that one key rather than leased one by
+  one, so a beat costs the same with 5 sessions or 5,000: a per-key slot (realtime/gateway/limits.py)
+  names its process and counts only while the heartbeat exists; an ownership record of a session key
+  (buffer.py) names its process, and ``owner_alive`` makes a record of a process without a heartbeat
+  stale at once. Ownership records and slot keys carry long TTLs only to clean up after dead
+  processes; the beat renews the few that near theirs (OWNER_RENEW_SECONDS). The same round trip
+  reads the deployments' generation (realtime.agents.deployment_cache);
 - it probes PostgreSQL and Redis (realtime.gateway.availability), so new sessions are refused at once
   during an outage.
 
-``owner_alive`` lets a process that meets another's ownership record answer at once: a record naming a
-process without a heartbeat is stale (its process is gone), never something to wait for.
-
-During a Redis outage renewals fail (logged once per outage by availability); when Redis returns the
-next beat writes every lease again, so live sessions keep their records without a restart.
+When the beat finds its heartbeat gone (Redis was unreachable for longer than the lease, or restarted
+empty), other processes may have removed this one's slots meanwhile: that beat writes every slot and
+ownership record the process holds again, so live sessions keep them without a restart.
 """
 from __future__ import annotations
 
@@ -30,16 +31,21 @@ from realtime.gateway import availability
 logger = logging.getLogger(__name__)
 
 BEAT_SECONDS = 1.0
-LEASE_SECONDS = 3.0  # a dead process's heartbeat, ownership records and slots lapse within this
+LEASE_SECONDS = 3.0  # a dead process's heartbeat lapses within this, and with it its slots and records
+OWNER_TTL_SECONDS = 3600.0  # an ownership record outlives its dead process this long at most
+OWNER_RENEW_SECONDS = OWNER_TTL_SECONDS / 2
+SLOT_KEY_RENEW_SECONDS = 600.0
 
-# Leases this process holds: ownership records (key -> value) and slots (sorted-set key, member).
-_owners: dict[str, str] = {}
-_slots: set[tuple[str, str]] = set()
+# What this process holds: ownership records (key -> [value, renewed at]) and per-key slots
+# (sorted-set key -> {member: None}), and when each slots key's TTL was last renewed.
+_owners: dict[str, list] = {}
+_slots: dict[str, dict[str, None]] = {}
+_slot_keys_renewed: dict[str, float] = {}
 _state: dict[str, asyncio.Task | None] = {"task": None}
 
 
 def owner_held(key: str, value: str) -> None:
-    _owners[key] = value
+    _owners[key] = [value, time.monotonic()]
 
 
 def owner_dropped(key: str) -> None:
@@ -47,15 +53,25 @@ def owner_dropped(key: str) -> None:
 
 
 def slot_held(key: str, member: str) -> None:
-    _slots.add((key, member))
+    _slots.setdefault(key, {})[member] = None
+    _slot_keys_renewed.setdefault(key, time.monotonic())
 
 
 def slot_dropped(key: str, member: str) -> None:
-    _slots.discard((key, member))
+    members = _slots.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del _slots[key]
+            _slot_keys_renewed.pop(key, None)
+
+
+def beat_key_prefix() -> str:
+    return f"{settings.REDIS_PREFIX}:fleet:proc:"
 
 
 def _beat_key(process: str) -> str:
-    return f"{settings.REDIS_PREFIX}:fleet:proc:{process}"
+    return beat_key_prefix() + process
 
 
 # Renew an ownership record only if it is absent (it lapsed in an outage) or still ours: a newer
@@ -71,21 +87,38 @@ return 0
 
 
 async def beat(client) -> None:
-    """One heartbeat and the renewal of every lease held, in one round trip."""
+    """One heartbeat (and whatever renewals are due), in one round trip."""
     from realtime.gateway.buffer import process_id
+    from realtime.gateway.limits import SLOT_KEY_TTL_SECONDS
 
-    lease_ms = int(LEASE_SECONDS * 1000)
-    now = time.time()
+    heartbeat = _beat_key(process_id())
     pipe = client.pipeline(transaction=False)
-    pipe.set(_beat_key(process_id()), "1", px=lease_ms)
+    pipe.set(heartbeat, "1", px=int(LEASE_SECONDS * 1000), get=True)
     pipe.get(deployment_cache.generation_key())  # a deployment changed in any process: drop the cached ones
-    for key, value in list(_owners.items()):
-        pipe.eval(_RENEW_OWNER, 1, key, value, lease_ms)
-    for key, member in list(_slots):
-        pipe.zadd(key, {member: now + LEASE_SECONDS})
-        pipe.expire(key, int(LEASE_SECONDS * 2) + 1)
     results = await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
     deployment_cache.deployment_cache_generation_seen(results[1])
+    lapsed = results[0] is None  # first beat, or Redis lost or forgot this process meanwhile
+    now = time.monotonic()
+    pipe = client.pipeline(transaction=False)
+    renewed_owners = [key for key, (_value, at) in _owners.items() if lapsed or now - at >= OWNER_RENEW_SECONDS]
+    for key in renewed_owners:
+        pipe.eval(_RENEW_OWNER, 1, key, _owners[key][0], int(OWNER_TTL_SECONDS * 1000))
+    renewed_keys = [key for key, at in _slot_keys_renewed.items() if lapsed or now - at >= SLOT_KEY_RENEW_SECONDS]
+    for key in renewed_keys:
+        if lapsed:
+            members = list(_slots.get(key, ()))
+            if members:
+                pipe.zadd(key, dict.fromkeys(members, time.time()))
+        pipe.expire(key, SLOT_KEY_TTL_SECONDS)
+    if not renewed_owners and not renewed_keys:
+        return
+    await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
+    for key in renewed_owners:
+        if key in _owners:
+            _owners[key][1] = now
+    for key in renewed_keys:
+        if key in _slot_keys_renewed:
+            _slot_keys_renewed[key] = now
 
 
 async def owner_alive(process: str) -> bool:
