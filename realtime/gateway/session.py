@@ -46,8 +46,7 @@ from realtime.gateway.lifecycle import SessionLifecycle, SessionRefused, refused
 from realtime.gateway.limits import GatewayError
 from realtime.gateway.metering import SessionMeter
 from realtime.gateway.outbox import ClientTooSlow
-from realtime.lib.outbound import websocket_send_completes_now
-from realtime.sessions.timeline import timeline_tap
+from realtime.sessions.timeline import SessionTimeline
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +132,9 @@ class GatewaySession:
         self.closed = False
         self.close_reason = ""
         self._upstream: Any = None  # a websockets ClientConnection once _open has connected
+        self._upstream_high_water = 0  # its write buffer's high-water mark (see from_client)
+        # The session inspector's timeline: each event both ways, noted inline, written in batches elsewhere.
+        self._timeline = SessionTimeline(project_id=auth.project_id, session_id=self.session_id)
         self._to_upstream: Fifo[str] = Fifo()
         self._upstream_sending = False  # a send to the upstream is under way (ordering: see from_client)
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
@@ -175,8 +177,7 @@ class GatewaySession:
                     target=target, max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES
                 )
                 metrics.upstream_connect.observe(time.monotonic() - connect_started)
-                # The session inspector's timeline: notes each event both ways, writes in batches elsewhere.
-                self._upstream = timeline_tap(self._upstream, project_id=self.auth.project_id, session_id=self.session_id)
+                self._upstream_high_water = self._upstream.transport.get_write_buffer_limits()[1]
             except upstream.UpstreamFailed as exc:
                 raise SessionRefused(exc.error) from None
         except SessionRefused as exc:
@@ -288,11 +289,16 @@ class GatewaySession:
         self.lifecycle.touch()
         self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
         queued = len(self._to_upstream)
-        if not queued and not self._upstream_sending and websocket_send_completes_now(self._upstream, len(text)):
-            # Nothing ahead of it and the send cannot wait: sent here, without waking the writer task.
+        upstream_ws = self._upstream
+        # Nothing ahead of it, and websockets' send cannot wait (not paused, and this frame cannot take
+        # its write buffer past the high-water mark, the only case in which it awaits a drain): sent
+        # here, without waking the writer task.
+        if not queued and not self._upstream_sending and not upstream_ws.paused and (
+                upstream_ws.transport.get_write_buffer_size() + len(text) + 14 <= self._upstream_high_water):
             self._upstream_sending = True
+            self._timeline.sent(text)
             try:
-                await self._upstream.send(text)
+                await upstream_ws.send(text)
             except ConnectionClosed:
                 pass  # the reader reports the close
             finally:
@@ -334,11 +340,14 @@ class GatewaySession:
         return text
 
     async def _read_upstream(self) -> None:
-        recv = self._upstream.recv
+        recv, note = self._upstream.recv, self._timeline.received
         relayed = metrics.relay(self.dialect, "to_client")
         try:
             while True:
-                text = self._from_upstream(await recv())
+                message = await recv()
+                note(message)
+                text = self._from_upstream(message)
+                message = None
                 if text is None:
                     continue
                 relayed.add(text)
@@ -372,6 +381,7 @@ class GatewaySession:
             while True:
                 text: str | None = await get()
                 self._upstream_sending = True
+                self._timeline.sent(text)
                 await send(text)
                 self._upstream_sending = False
                 text = None  # an idle session must not keep its last event alive
@@ -416,6 +426,7 @@ class GatewaySession:
                 logger.warning("session %s: tasks slow to stop: %s", self.session_id,
                                ", ".join(f"{task.get_name()} at {task.get_stack(limit=3)}" for task in pending))
         if self._upstream is not None:
+            self._timeline.ended()
             try:
                 await asyncio.wait_for(self._upstream.close(), timeout=5)
             except Exception:

@@ -133,18 +133,6 @@ def destination_refusal(url: str) -> str | None:
     return None
 
 
-def websocket_send_completes_now(connection, size: int) -> bool:
-    """Whether sending a ``size``-byte message on a websockets connection now completes without waiting:
-    the transport is not paused, and the frame cannot push its write buffer past the high-water mark
-    (the only case in which websockets' ``send`` awaits a drain). The relay then sends in the task that
-    has the message instead of handing it to the connection's writer task (one task wake-up saved)."""
-    transport = getattr(connection, "transport", None)
-    if transport is None or getattr(connection, "paused", True) or transport.is_closing():
-        return False
-    _low, high = transport.get_write_buffer_limits()
-    return transport.get_write_buffer_size() + size + 14 <= high  # 14: the largest frame header
-
-
 async def websocket_connect(
     url: str,
     *,

@@ -1,7 +1,7 @@
 """A bounded, audio-free timeline of each session's events, for the session inspector.
 
-The gateway core feeds it through one call, ``timeline_tap``, which wraps a session's upstream
-connection: every event sent to or received from the upstream is noted. Any dialect that relays no
+The gateway core feeds it through a SessionTimeline per session: every event sent to or received from
+the upstream is noted. Any dialect that relays no
 upstream (tasks, rooms) notes its events with ``timeline_note``. Noting is synchronous and never waits:
 it elides audio, cuts long strings, merges runs of audio or delta events into one entry, and appends to
 a per-process list. A named background task writes that list in batches (``bulk_create``) every
@@ -173,35 +173,24 @@ def timeline_session_end(*, project_id: int, session_id: str) -> None:
         _writer_ensure()
 
 
-class TimelineTap:
-    """Wraps an upstream connection: what is sent is a ``client`` event, what is received an
-    ``upstream`` one. Everything else passes through unchanged."""
+class SessionTimeline:
+    """One session's notes: what the gateway sends upstream is a ``client`` event, what it receives an
+    ``upstream`` one. The core calls these inline, around its own sends and receives."""
 
-    def __init__(self, connection, *, project_id: int, session_id: str):
-        self._connection = connection
+    __slots__ = ("_project_id", "_session_id")
+
+    def __init__(self, *, project_id: int, session_id: str):
         self._project_id = project_id
         self._session_id = session_id
 
-    async def send(self, message) -> None:
+    def sent(self, message) -> None:
         _note_text(project_id=self._project_id, session_id=self._session_id, direction="client", message=message)
-        await self._connection.send(message)
 
-    async def recv(self):
-        message = await self._connection.recv()
+    def received(self, message) -> None:
         _note_text(project_id=self._project_id, session_id=self._session_id, direction="upstream", message=message)
-        return message
 
-    async def close(self, *args, **kwargs):
+    def ended(self) -> None:
         timeline_session_end(project_id=self._project_id, session_id=self._session_id)
-        return await self._connection.close(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._connection, name)
-
-
-def timeline_tap(connection, *, project_id: int, session_id: str) -> TimelineTap:
-    """The one call the gateway core makes: ``self._upstream = timeline_tap(upstream, …)``."""
-    return TimelineTap(connection, project_id=project_id, session_id=session_id)
 
 
 # --- Writing ---------------------------------------------------------------------------------------
