@@ -74,6 +74,17 @@ class BudgetGuard:
             logger.exception("budget check failed for key %s", self.auth.key_id)
             return None
 
+    def step_at_once(self, now: float) -> bool:
+        """The common look, inline and without a task: True when it is done (this process's copy of the
+        budget state is fresh and within budget, and no warning is pending). False: ``step`` must run."""
+        if self.warned:
+            return False
+        state = budget_state_peek(project_id=self.auth.project_id)
+        if state is None or state.exceeded(self.auth.key_id):
+            return False
+        self.due = now + settings.BILLING_SPEND_CACHE_SECONDS
+        return True
+
     async def step(self, now: float, *, warn: Callable[[GatewayError], Awaitable[None]],
                    close: Callable[[GatewayError], Awaitable[None]]) -> bool:
         """Look if due; True once ``close`` was called (the session is over)."""

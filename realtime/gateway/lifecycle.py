@@ -237,8 +237,8 @@ class SessionLifecycle:
         if error is not None:
             self._start_work(self._close_once(error.code, error), "close")
             return
-        if now >= self._budget.due:
-            self._start_work(self._budget_look(now), "budget")
+        if now >= self._budget.due and not self._budget.step_at_once(now):
+            self._start_work(self._budget_look(now), "budget")  # a query or a warning: in a task
             return
         if now >= self._next_lease:
             # With Redis the process monitor renews every slot each second (liveness.py).
