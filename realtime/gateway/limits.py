@@ -4,6 +4,7 @@ and concurrent sessions per key (in Redis when REDIS_URL is set, so the limit ho
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -89,41 +90,44 @@ class TokenBucket:
 
 # --- Concurrent sessions per key ------------------------------------------------------------------
 
-# A slot names the process holding it: ``<process id>|<session id>``. It is not renewed: a slot counts
-# while its process's heartbeat (realtime/gateway/liveness.py, renewed every second for the whole
-# process) exists, so a crashed process's slots stop counting within liveness.LEASE_SECONDS, and the
-# next acquire on that key removes them. The caller's own slots always count for itself; another
-# process that removed them while this one's heartbeat was missing (an outage) sees them again after
-# its next beat (liveness.beat). The heartbeat keys are read by name inside the script: fine on one
-# Redis, not on a Redis Cluster.
+# A key's slots are kept per process: the set ``<prefix>:rt:slots:<key id>:<process id>`` holds the
+# sessions a process runs on that key, and ``<prefix>:rt:slots:<key id>`` indexes the processes. Slots
+# are not renewed one by one: a process's set counts while its heartbeat (realtime/gateway/liveness.py,
+# one key renewed every second for the whole process) exists, so a crashed process's slots stop counting
+# within liveness.LEASE_SECONDS and the next acquire on that key deletes them. An acquire costs one step
+# per process of the fleet holding slots on the key, not per session. The caller's own set always counts
+# for itself; another process that deleted it while this one's heartbeat was missing (an outage) sees it
+# again after this one's next beat (liveness.beat). Heartbeat and per-process keys are named inside the
+# script: fine on one Redis, not on a Redis Cluster.
 LOCAL_SLOT_TTL = 60.0  # without Redis there is one process: its slots die with it
-SLOT_KEY_TTL_SECONDS = 3600  # a slots key no live process renews (liveness.beat) is deleted after this
+SLOT_KEY_TTL_SECONDS = 3600  # slot keys no live process renews (liveness.beat) are deleted after this
 
+# KEYS[1] the key's process index; ARGV: per-process set prefix, heartbeat prefix, this process,
+# this session, the limit, the TTL.
 _ACQUIRE = """
-local alive = {}
 local counted = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local process = string.match(member, '^(.-)|')
-  local up = false
-  if process then
-    up = alive[process]
-    if up == nil then
-      up = process == ARGV[2] or redis.call('EXISTS', ARGV[1] .. process) == 1
-      alive[process] = up
-    end
+for _, process in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if process == ARGV[3] or redis.call('EXISTS', ARGV[2] .. process) == 1 then
+    counted = counted + redis.call('SCARD', ARGV[1] .. process)
+  else
+    redis.call('DEL', ARGV[1] .. process)
+    redis.call('SREM', KEYS[1], process)
   end
-  if up then counted = counted + 1 else redis.call('ZREM', KEYS[1], member) end
 end
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+local own = ARGV[1] .. ARGV[3]
+if redis.call('SISMEMBER', own, ARGV[4]) == 1 then
   return 1
 end
-if counted >= tonumber(ARGV[4]) then
+if counted >= tonumber(ARGV[5]) then
   return 0
 end
-redis.call('ZADD', KEYS[1], ARGV[5], ARGV[3])
+redis.call('SADD', own, ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[3])
+redis.call('EXPIRE', own, ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
+_acquire_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per Redis client: EVALSHA, not the script's text on every open
 
 _local_slots: dict[str, dict[str, float]] = {}
 REDIS_MAX_CONNECTIONS = 100
@@ -154,21 +158,22 @@ def redis_client():
     return client
 
 
-def _slot_key(key_id: str) -> str:
+def slot_index_key(key_id: str) -> str:
     return f"{settings.REDIS_PREFIX}:rt:slots:{key_id}"
 
 
-def slot_member(session_id: str) -> str:
+def slot_set_key(key_id: str) -> str:
+    """This process's set of the key's slots."""
     from realtime.gateway.buffer import process_id
 
-    return f"{process_id()}|{session_id}"
+    return f"{slot_index_key(key_id)}:{process_id()}"
 
 
 async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> bool:
     """Take one of the key's concurrent-session slots (or keep this session's). False when full."""
-    now = time.time()
     client = redis_client()
     if client is None:
+        now = time.time()
         slots = _local_slots.setdefault(key_id, {})
         for sid in [s for s, until in slots.items() if until < now]:
             del slots[sid]
@@ -179,12 +184,14 @@ async def session_slot_acquire(*, key_id: str, session_id: str, limit: int) -> b
     from realtime.gateway import liveness
     from realtime.gateway.buffer import process_id
 
-    key, member = _slot_key(key_id), slot_member(session_id)
-    result = await client.eval(
-        _ACQUIRE, 1, key, liveness.beat_key_prefix(), process_id(), member, limit, now, SLOT_KEY_TTL_SECONDS,
-    )
+    script = _acquire_scripts.get(client)
+    if script is None:
+        script = _acquire_scripts[client] = client.register_script(_ACQUIRE)
+    index = slot_index_key(key_id)
+    result = await script(keys=[index], args=[f"{index}:", liveness.beat_key_prefix(), process_id(), session_id,
+                                              limit, SLOT_KEY_TTL_SECONDS])
     if result:
-        liveness.slot_held(key, member)
+        liveness.slot_held(index, session_id)
     return bool(result)
 
 
@@ -203,9 +210,8 @@ async def session_slot_release(*, key_id: str, session_id: str) -> None:
         return
     from realtime.gateway import liveness
 
-    key, member = _slot_key(key_id), slot_member(session_id)
-    liveness.slot_dropped(key, member)
-    await client.zrem(key, member)
+    liveness.slot_dropped(slot_index_key(key_id), session_id)
+    await client.srem(slot_set_key(key_id), session_id)
 
 
 class ClientGate:

@@ -36,8 +36,9 @@ OWNER_TTL_SECONDS = 3600.0  # an ownership record outlives its dead process this
 OWNER_RENEW_SECONDS = OWNER_TTL_SECONDS / 2
 SLOT_KEY_RENEW_SECONDS = 600.0
 
-# What this process holds: ownership records (key -> [value, renewed at]) and per-key slots
-# (sorted-set key -> {member: None}), and when each slots key's TTL was last renewed.
+# What this process holds: ownership records (key -> [value, renewed at]); per-key slots (the key's
+# process index -> {session id: None}, this process's set being "<index>:<process id>"), and when each
+# key's slot keys last had their TTL renewed.
 _owners: dict[str, list] = {}
 _slots: dict[str, dict[str, None]] = {}
 _slot_keys_renewed: dict[str, float] = {}
@@ -52,18 +53,18 @@ def owner_dropped(key: str) -> None:
     _owners.pop(key, None)
 
 
-def slot_held(key: str, member: str) -> None:
-    _slots.setdefault(key, {})[member] = None
-    _slot_keys_renewed.setdefault(key, time.monotonic())
+def slot_held(index: str, session_id: str) -> None:
+    _slots.setdefault(index, {})[session_id] = None
+    _slot_keys_renewed.setdefault(index, time.monotonic())
 
 
-def slot_dropped(key: str, member: str) -> None:
-    members = _slots.get(key)
-    if members is not None:
-        members.pop(member, None)
-        if not members:
-            del _slots[key]
-            _slot_keys_renewed.pop(key, None)
+def slot_dropped(index: str, session_id: str) -> None:
+    sessions = _slots.get(index)
+    if sessions is not None:
+        sessions.pop(session_id, None)
+        if not sessions:
+            del _slots[index]
+            _slot_keys_renewed.pop(index, None)
 
 
 def beat_key_prefix() -> str:
@@ -104,12 +105,15 @@ async def beat(client) -> None:
     for key in renewed_owners:
         pipe.eval(_RENEW_OWNER, 1, key, _owners[key][0], int(OWNER_TTL_SECONDS * 1000))
     renewed_keys = [key for key, at in _slot_keys_renewed.items() if lapsed or now - at >= SLOT_KEY_RENEW_SECONDS]
-    for key in renewed_keys:
+    for index in renewed_keys:
+        own = f"{index}:{process_id()}"
         if lapsed:
-            members = list(_slots.get(key, ()))
-            if members:
-                pipe.zadd(key, dict.fromkeys(members, time.time()))
-        pipe.expire(key, SLOT_KEY_TTL_SECONDS)
+            sessions = list(_slots.get(index, ()))
+            if sessions:
+                pipe.sadd(own, *sessions)
+                pipe.sadd(index, process_id())
+        pipe.expire(own, SLOT_KEY_TTL_SECONDS)
+        pipe.expire(index, SLOT_KEY_TTL_SECONDS)
     if not renewed_owners and not renewed_keys:
         return
     await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
