@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime.gateway import limits
@@ -39,7 +38,7 @@ from realtime.gateway.background import tasks_stop
 from realtime.gateway.budgets import BudgetGuard
 from realtime.gateway.clock import Alarm
 from realtime.gateway.limits import GatewayError
-from realtime.gateway.records import session_record_close, session_record_start
+from realtime.gateway.records import session_record_close, session_record_open
 from realtime.gateway.revocation import KeyWatch, key_watch
 
 logger = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ class SessionLifecycle:
             # Before the session goes live, so a revocation from now on reaches it.
             await self.watch_key(api_key_pk=self.auth.pk)
             if record:
-                await database_sync_to_async(self.record_start)(deployment_id=deployment_id)
+                await self.record_start(deployment_id=deployment_id)
             if self.revoked:
                 raise SessionRefused(limits.KEY_REVOKED)
         except BaseException as exc:
@@ -158,15 +157,15 @@ class SessionLifecycle:
             await self.release(reason=reason)
             raise
 
-    def record_start(self, *, deployment_id: int | None) -> None:
-        """Write the session record (sync, in a database thread). Written at once, not batched: the
-        open is the step that finds a hung database (issue 11: new sessions are refused within
-        REALTIME_ADMISSION_TIMEOUT_SECONDS, never served blind). Its end is batched (records.py)."""
-        session_record_start(
-            session_id=self.session_id, client_key=self.client_key, project_id=self.auth.project_id, api_key_pk=self.auth.pk,
-            key_id=self.auth.key_id, deployment_id=deployment_id, dialect=self.dialect,
+    async def record_start(self, *, deployment_id: int | None) -> None:
+        """Write the session record, and wait for it: the open is the step that finds a hung database
+        (issue 11: new sessions are refused within REALTIME_ADMISSION_TIMEOUT_SECONDS, never served
+        blind). Opens arriving together are written together; the end is noted (records.py)."""
+        self.recorded = True  # from here on, a release notes the end (nothing to end if it was never written)
+        await session_record_open(
+            session_id=self.session_id, client_key=self.client_key, project_id=self.auth.project_id,
+            api_key_pk=self.auth.pk, key_id=self.auth.key_id, deployment_id=deployment_id, dialect=self.dialect,
         )
-        self.recorded = True
 
     async def watch_key(self, *, api_key_pk: str) -> None:
         """Watch one more key (a session resumed with the key its own was rotated into)."""

@@ -2,12 +2,17 @@
 by the sessions page and the console. ``session_id`` is the gateway's own id (unique, as in the usage
 ledger); ``client_key`` the client's id for it, which may name many sessions over time.
 
-A session's record is written when it opens (``session_record_start``, in the open's database call:
-the step that finds a hung database, so new sessions are refused within the admission bound). Its end
-is only noted (``session_record_close``: no I/O, safe on the event loop); one writer per process writes
-the noted ends every RECORD_FLUSH_SECONDS in one transaction, in a thread of its own. A write that
-fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is
-never left "live" by a transient error.
+A session's record is written when it opens, and the open waits for it (``session_record_open``): that
+is the step that finds a hung database, so new sessions are refused within the admission bound. Opens
+that arrive together are written together (group commit): one multi-row INSERT in a thread of the
+records' own, never the thread Channels' database_sync_to_async shares, so a connect storm costs one
+transaction per batch rather than one per session. (On SQLite, the embedded single-process default,
+opens use that shared thread: SQLite's in-memory test database locks a table against a second writing
+thread.) A session's end is only noted (``session_record_close``: no I/O, safe on the event loop); the
+same thread writes the noted ends every RECORD_FLUSH_SECONDS in one transaction. A write of ends that
+fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is never
+left "live" by a transient error. Opens and ends share the one thread, so an end noted for an open
+already handed to it is written after that open.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from django.db import close_old_connections, transaction
+from channels.db import database_sync_to_async
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -53,10 +59,82 @@ class _Writer:
     def __init__(self) -> None:
         self.closes: dict[str, tuple[datetime, str]] = {}
         self.task: asyncio.Task | None = None
+        self.opens: list[tuple[dict, asyncio.Future]] = []
+        self.opens_task: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-records")
 
 
 _writer = _Writer()
+
+
+# --- Opens (the event loop; written together, awaited) ---------------------------------------------
+
+async def session_record_open(**fields) -> None:
+    """Write the record of a session that opens (``session_record_start``'s fields); return once it is
+    committed. Cancelled before its batch was handed to the thread, it is never written."""
+    if connection.vendor == "sqlite":
+        await database_sync_to_async(session_record_start)(**fields)
+        return
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    _writer.opens.append((fields, future))
+    task = _writer.opens_task
+    if task is None or task.done() or task.get_loop() is not loop:
+        _writer.opens_task = loop.create_task(_opens_run(), name="session-records-opens")
+    await future
+
+
+async def _opens_run() -> None:
+    """Hand what waits to the thread, one batch at a time: what arrives while a batch is written goes in
+    the next one. Ends itself when nothing waits."""
+    loop = asyncio.get_running_loop()
+    while _writer.opens:
+        batch = [(fields, future) for fields, future in _writer.opens if not future.done()]
+        _writer.opens = []
+        if not batch:
+            continue
+        outcomes = await loop.run_in_executor(_writer.executor, _insert, [fields for fields, _ in batch])
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+
+
+def _insert(batch: list[dict]) -> list[BaseException | None]:
+    """In the records' thread: one INSERT for the batch; if the database refuses it (a key deleted
+    meanwhile), row by row, so only the refused ones fail. Each open's outcome, in order."""
+    close_old_connections()
+    try:
+        try:
+            with transaction.atomic():
+                SessionRecord.objects.bulk_create([_record(fields) for fields in batch])
+            return [None] * len(batch)
+        except IntegrityError:
+            pass
+        outcomes: list[BaseException | None] = []
+        for fields in batch:
+            try:
+                with transaction.atomic():
+                    _record(fields).save(force_insert=True)
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+    except Exception as exc:  # the database away: every open of the batch fails with it
+        return [exc] * len(batch)
+    finally:
+        close_old_connections()
+
+
+def _record(fields: dict) -> SessionRecord:
+    return SessionRecord(
+        session_id=fields["session_id"], client_key=fields.get("client_key", ""), project_id=fields["project_id"],
+        api_key_id=fields["api_key_pk"], key_id=fields["key_id"], deployment_id=fields["deployment_id"],
+        dialect=fields["dialect"],
+    )
 
 
 def session_record_close(*, session_id: str, close_reason: str) -> None:
@@ -101,6 +179,7 @@ async def records_flush() -> None:
 def records_discard() -> None:
     """Forget what is noted and not written (tests: nothing of one test reaches the next one's database)."""
     _writer.closes = {}
+    _writer.opens = []
 
 
 def _write(closes: dict[str, tuple[datetime, str]]) -> None:

@@ -165,7 +165,7 @@ class GatewaySession:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
             deployment, credential = resolved
-            await database_sync_to_async(lifecycle.record_start)(deployment_id=deployment.pk)
+            await lifecycle.record_start(deployment_id=deployment.pk)
             self.deployment_key, self.deployment_default = deployment.deployment_key, deployment.is_default
             agent = deployment.agent
             target = upstream.upstream_target(
