@@ -99,7 +99,7 @@ async def settled(transactional_db):
                 break
             await asyncio.sleep(0.05)  # released in the server's own time
     await usage_report(None)  # whatever the usage writer took is written
-    await timeline_flush()
+    await timeline_flush(everything=True)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -58,3 +58,24 @@ def test_a_session_timeline_notes_both_directions_and_its_end():
     assert [(e.direction, e.type) for e in timeline._writer.pending] == [
         ("client", "response.create"), ("upstream", "session.created")]
     assert timeline._writer.sessions[(1, "s")].ended
+
+
+async def test_a_run_still_open_waits_for_its_merges_and_is_written_once_it_is_old(monkeypatch):
+    from datetime import timedelta
+
+    written: list = []
+    monkeypatch.setattr(timeline, "_write", lambda batch: written.extend(batch))
+    monkeypatch.setattr(timeline, "_prune", lambda: 0)
+    chunk = base64.b64encode(b"\1" * 480).decode()
+    note_text("client", {"type": "response.create"})
+    note_text("client", {"type": "input_audio_buffer.append", "audio": chunk})
+    await timeline.timeline_flush()
+    assert [e.type for e in written] == ["response.create"]  # the audio run is still open: held
+    note_text("client", {"type": "input_audio_buffer.append", "audio": chunk})
+    assert [(e.type, e.count) for e in timeline._writer.pending] == [("input_audio_buffer.append", 2)]
+
+    timeline._writer.pending[0].at -= timedelta(seconds=timeline.RUN_HOLD_SECONDS + 1)
+    await timeline.timeline_flush()
+    assert [(e.type, e.count) for e in written] == [("response.create", 1), ("input_audio_buffer.append", 2)]
+    note_text("client", {"type": "input_audio_buffer.append", "audio": chunk})  # a new run, a new entry
+    assert [(e.type, e.count) for e in timeline._writer.pending] == [("input_audio_buffer.append", 1)]

@@ -5,7 +5,8 @@ the upstream is noted. Any dialect that relays no
 upstream (tasks, rooms) notes its events with ``timeline_note``. Noting is synchronous and never waits:
 it elides audio, cuts long strings, merges runs of audio or delta events into one entry, and appends to
 a per-process list. A named background task writes that list in batches (``bulk_create``) every
-TIMELINE_FLUSH_SECONDS, so nothing on the relay path waits on the database. Bounds: at most
+TIMELINE_FLUSH_SECONDS, so nothing on the relay path waits on the database; a run of audio or deltas
+still open to merges is held up to RUN_HOLD_SECONDS first (a stream is a row every few seconds). Bounds: at most
 TIMELINE_MAX_EVENTS entries per session (then one ``timeline.truncated`` entry), at most
 PENDING_MAX entries waiting to be written (beyond that, entries are dropped and counted in the log),
 RETENTION_DAYS of history (the writer deletes older entries once an hour).
@@ -17,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 from channels.db import database_sync_to_async
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 TIMELINE_MAX_EVENTS = 500
 TIMELINE_FLUSH_SECONDS = 1.0
+RUN_HOLD_SECONDS = 5.0  # a run of audio or deltas stays open to merges this long before it is written
 PENDING_MAX = 20_000
 RETENTION_DAYS = 30  # older entries are deleted by the writer, at most once an hour per process
 PRUNE_EVERY_SECONDS = 3600.0
@@ -206,8 +208,6 @@ def _write(entries: list[_Entry]) -> None:
 
 
 def _prune() -> int:
-    from datetime import timedelta
-
     from realtime.models import SessionEvent
 
     cutoff = timezone.now() - timedelta(days=RETENTION_DAYS)
@@ -233,15 +233,26 @@ async def _writer_run() -> None:
             return
 
 
-async def timeline_flush() -> None:
-    """Write the pending entries now (also for tests and shutdown). An entry still open to merges
-    is written as it is; later merges go into a new entry."""
-    batch, _writer.pending = _writer.pending, []
+async def timeline_flush(*, everything: bool = False) -> None:
+    """Write the pending entries. A run of audio or deltas still open to merges waits, up to
+    RUN_HOLD_SECONDS, so a stream of audio is a row every few seconds rather than every flush; once
+    written, later merges go into a new entry. ``everything``: write open runs too (tests, shutdown)."""
     now = time.monotonic()
+    held_until = timezone.now() - timedelta(seconds=RUN_HOLD_SECONDS)
+    open_runs: set[int] = set()
     for key, state in list(_writer.sessions.items()):
-        state.last.clear()
         if state.ended or now - state.touched > IDLE_FORGET_SECONDS:
             del _writer.sessions[key]
+        elif everything:
+            state.last.clear()
+        else:
+            for direction, entry in list(state.last.items()):
+                if entry.at > held_until:
+                    open_runs.add(id(entry))
+                else:
+                    del state.last[direction]
+    batch = [entry for entry in _writer.pending if id(entry) not in open_runs]
+    _writer.pending = [entry for entry in _writer.pending if id(entry) in open_runs]
     if _writer.dropped:
         logger.warning("session timeline: %d entries dropped (writer behind)", _writer.dropped)
         _writer.dropped = 0
@@ -264,4 +275,4 @@ async def timeline_writer_stop() -> None:
     if task is not None and not task.done():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    await timeline_flush()
+    await timeline_flush(everything=True)
