@@ -93,8 +93,8 @@ def send_completes_now(send, daphne: DaphneConnection | None) -> Callable[[], bo
 class ClientOutbox:
     """``accept`` once, then ``push`` text frames and ``close`` the connection; one task sends them."""
 
-    __slots__ = ("_send", "_limit", "_daphne", "_ready", "_sending", "_frames", "_queued_bytes", "_task", "_closing",
-                 "_on_abandon", "abandoned")
+    __slots__ = ("_send", "_limit", "_daphne", "_ready", "_sending", "_frames", "_queued_bytes", "_task", "_name",
+                 "_closing", "_on_abandon", "abandoned")
 
     def __init__(self, send, *, limit_bytes: int, on_abandon: Callable[[], None]):
         self._send = send
@@ -104,14 +104,22 @@ class ClientOutbox:
         self._sending = False  # a frame is being handed to the server (ordering: see send_text)
         self._frames: Fifo[dict] = Fifo()
         self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None  # started by the first frame that has to wait (_enqueue)
+        self._name = ""
         self._closing = False
         self._on_abandon = on_abandon
         self.abandoned = False
 
     async def accept(self, subprotocol: str | None, *, name: str) -> None:
         await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        self._name = name
+
+    def _enqueue(self, frame: dict) -> None:
+        """Queue a frame for the sending task, started on first use: a connection whose frames all went
+        straight to the server (send_text) never holds one."""
+        self._frames.put(frame)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name or "client-outbox")
 
     def undelivered_bytes(self) -> int:
         return self._queued_bytes + (self._daphne.backlog() if self._daphne is not None else 0)
@@ -123,7 +131,7 @@ class ClientOutbox:
             return
         if bounded and self.undelivered_bytes() + len(text) > self._limit:
             raise ClientTooSlow
-        self._frames.put({"type": "websocket.send", "text": text})
+        self._enqueue({"type": "websocket.send", "text": text})
         self._queued_bytes += len(text)
 
     async def send_text(self, text: str, *, bounded: bool = True) -> None:
@@ -151,7 +159,7 @@ class ClientOutbox:
         """Run ``action`` once every frame queued so far was handed to the server (a ping that must
         follow them on the wire)."""
         if not self._closing:
-            self._frames.put({"type": "call", "action": action})
+            self._enqueue({"type": "call", "action": action})
 
     def close(self, *, code: int, reason: str) -> None:
         """Send the close after every frame queued so far; nothing is queued after it."""
@@ -160,7 +168,7 @@ class ClientOutbox:
         self._closing = True
         if self._daphne is not None:
             self._daphne.allow_close_handshake(CLOSE_GRACE_SECONDS)
-        self._frames.put({"type": "websocket.close", "code": code, "reason": reason})
+        self._enqueue({"type": "websocket.close", "code": code, "reason": reason})
         asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._give_up)
 
     async def _run(self) -> None:

@@ -137,6 +137,7 @@ class GatewaySession:
         self._timeline = SessionTimeline(project_id=auth.project_id, session_id=self.session_id)
         self._to_upstream: Fifo[str] = Fifo()
         self._upstream_sending = False  # a send to the upstream is under way (ordering: see from_client)
+        self._writer_started = False
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
         self._owner_claimed = False
@@ -201,12 +202,11 @@ class GatewaySession:
         config = upstream.agent_session_config(agent=agent, overrides=self.auth.session_config)
         if config is not None:
             # Applied before any client event; its session.updated reply is the gateway's, not the client's.
-            self._to_upstream.put(upstream.session_update_event(config))
+            self._queue_upstream(upstream.session_update_event(config))
             self._swallow_config_reply = True
         # Taken by the process's usage writer every flush interval (accounts.billing.writer).
         self._meter = SessionMeter(key=self.auth, session_id=self.session_id, dialect=self.dialect)
         self._spawn(self._read_upstream(), "upstream-reader")
-        self._spawn(self._write_upstream(), "upstream-writer")
         # Every limit on the process clock; no client attached (waiting for a resume) is not idle.
         lifecycle.watch(warn=self._budget_warn, close=self._lifecycle_close, idle=lambda: self._detached_at is None)
         self.opened = True
@@ -307,7 +307,15 @@ class GatewaySession:
         if queued >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
             return
+        self._queue_upstream(text)
+
+    def _queue_upstream(self, text: str) -> None:
+        """For the writer task, started on first use: a session whose events all went straight to the
+        upstream never holds one."""
         self._to_upstream.put(text)
+        if not self._writer_started:
+            self._writer_started = True
+            self._spawn(self._write_upstream(), "upstream-writer")
 
     def meter_add(self, metric: str, quantity) -> None:
         """Usage a dialect counts itself (e.g. conversation messages), on this session's meter."""
