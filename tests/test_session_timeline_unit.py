@@ -63,7 +63,10 @@ def test_a_session_timeline_notes_both_directions_and_its_end():
 async def test_a_run_still_open_waits_for_its_merges_and_is_written_once_it_is_old(monkeypatch):
     from datetime import timedelta
 
+    from asgiref.sync import sync_to_async
+
     written: list = []
+    monkeypatch.setattr(timeline, "database_sync_to_async", sync_to_async)  # no database here: only the batches
     monkeypatch.setattr(timeline, "_write", lambda batch: written.extend(batch))
     monkeypatch.setattr(timeline, "_prune", lambda: 0)
     chunk = base64.b64encode(b"\1" * 480).decode()
