@@ -165,7 +165,8 @@ class Prober:
             self._redis = redis.asyncio.Redis.from_url(
                 settings.REDIS_URL, socket_timeout=PROBE_TIMEOUT_SECONDS, socket_connect_timeout=PROBE_TIMEOUT_SECONDS)
         try:
-            await asyncio.wait_for(self._redis.ping(), PROBE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):  # not wait_for: it can swallow a cancel (gh-86296)
+                await self._redis.ping()
         except BaseException:
             client, self._redis = self._redis, None
             await _quietly(client.aclose())
@@ -227,7 +228,8 @@ class Prober:
 
 async def _quietly(coro) -> None:
     try:
-        await asyncio.wait_for(coro, PROBE_TIMEOUT_SECONDS)
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+            await coro
     except Exception:
         pass
 

@@ -87,7 +87,8 @@ async def drain() -> None:
         await records_flush()  # last: every session's end is noted by now
 
     try:
-        await asyncio.wait_for(everything(), settings.DRAIN_GRACE_SECONDS)
+        async with asyncio.timeout(settings.DRAIN_GRACE_SECONDS):  # not wait_for: it can swallow a cancel (gh-86296)
+            await everything()
     except TimeoutError:
         logger.error("drain: grace period of %.0f s ran out; %d sessions left", settings.DRAIN_GRACE_SECONDS,
                      len(sessions_live()))

@@ -96,7 +96,8 @@ async def beat(client) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.set(heartbeat, "1", px=int(LEASE_SECONDS * 1000), get=True)
     pipe.get(deployment_cache.generation_key())  # a deployment changed in any process: drop the cached ones
-    results = await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
+    async with asyncio.timeout(availability.PROBE_TIMEOUT_SECONDS):  # not wait_for: it can swallow a cancel (gh-86296)
+        results = await pipe.execute()
     deployment_cache.deployment_cache_generation_seen(results[1])
     lapsed = results[0] is None  # first beat, or Redis lost or forgot this process meanwhile
     now = time.monotonic()
@@ -116,7 +117,8 @@ async def beat(client) -> None:
         pipe.expire(index, SLOT_KEY_TTL_SECONDS)
     if not renewed_owners and not renewed_keys:
         return
-    await asyncio.wait_for(pipe.execute(), availability.PROBE_TIMEOUT_SECONDS)
+    async with asyncio.timeout(availability.PROBE_TIMEOUT_SECONDS):
+        await pipe.execute()
     for key in renewed_owners:
         if key in _owners:
             _owners[key][1] = now

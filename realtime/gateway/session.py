@@ -436,7 +436,8 @@ class GatewaySession:
         if self._upstream is not None:
             self._timeline.ended()
             try:
-                await asyncio.wait_for(self._upstream.close(), timeout=5)
+                async with asyncio.timeout(5):  # not wait_for: it can swallow a cancel (gh-86296)
+                    await self._upstream.close()
             except Exception:
                 pass
         if self._meter is not None:
