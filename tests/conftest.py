@@ -23,6 +23,7 @@ from accounts.keys import key_cache
 from accounts.models import EnvironmentKind, Role, User
 from accounts.services import api_key_create, project_create
 from tests.support.cluster import cluster_factory  # noqa: F401  (the fault-test harness's fixture)
+from tests.support.ports import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "test-artifacts"
@@ -126,12 +127,6 @@ def other_key(other_project, outsider):
 
 
 # --- Real server processes --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def database_url_for_subprocess() -> str:
     """The URL of the test database pytest-django created, for a server process to share."""
