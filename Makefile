@@ -52,11 +52,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Both runs use two pytest-xdist workers (tests/conftest.py: which tests share a worker, and why; each worker
+# has its own test database and Redis namespace, tests/support/xdist_env.py). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+XDIST_ARGS = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+
 test-postgres:
-	DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -p no:cacheprovider $(XDIST_ARGS) $(PYTEST_ARGS)
 
 test-sqlite:
-	DATABASE_URL=sqlite:///$(CURDIR)/.venv/unit.sqlite3 $(PY) -m pytest -p no:cacheprovider -m unit $(PYTEST_ARGS)
+	DATABASE_URL=sqlite:///$(CURDIR)/.venv/unit.sqlite3 $(PY) -m pytest -p no:cacheprovider -m unit $(XDIST_ARGS) $(PYTEST_ARGS)
 
 bench: install services haproxy
 	$(PY) bench/run_all.py

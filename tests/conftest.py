@@ -23,9 +23,50 @@ from accounts.keys import key_cache
 from accounts.models import EnvironmentKind, Role, User
 from accounts.services import api_key_create, project_create
 from tests.support.cluster import cluster_factory  # noqa: F401  (the fault-test harness's fixture)
+from tests.support.ports import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "test-artifacts"
+
+
+# --- Under pytest-xdist (make test: -n 2 --dist loadgroup --no-loadscope-reorder) --------------------
+# Two xdist_group work units each run on one worker, in collection order:
+#   "long-waits": the 3-minute silence test and the fleet fault tests (private clusters, outages):
+#                 mostly waiting, and never two private clusters at once;
+#   "voice":      speech recognition and synthesis (the local agent, the browser's fake microphone):
+#                 CPU-heavy, never two recognisers at once.
+# They are the first work handed out after the database tests, "long-waits" first: a worker that takes
+# a unit of several tests is sent nothing more until it is nearly done, so the other worker takes
+# "voice", and the voice tests run beside the silence test's waiting rather than beside each other.
+XDIST_GROUPS_FIRST = ("long-waits", "voice")
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    if mark is None:
+        return None
+    return mark.args[0] if mark.args else mark.kwargs.get("name")
+
+
+def _transactional(item: pytest.Item) -> bool:
+    mark = item.get_closest_marker("django_db")
+    if mark is not None and (mark.kwargs.get("transaction") or mark.kwargs.get("reset_sequences")):
+        return True
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's order: database tests, transactional ones, the rest
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a serial run keeps pytest-django's order
+    grouped = [item for name in XDIST_GROUPS_FIRST for item in items if _xdist_group(item) == name]
+    if not grouped:
+        return
+    rest = [item for item in items if _xdist_group(item) not in XDIST_GROUPS_FIRST]
+    # Before the first transactional test: a worker runs every plain database test (which may rely on
+    # data the migrations wrote) before any test that empties the tables.
+    first = next((n for n, item in enumerate(rest) if _transactional(item)), len(rest))
+    items[:] = rest[:first] + grouped + rest[first:]
 
 
 @pytest.fixture(autouse=True)
@@ -126,12 +167,6 @@ def other_key(other_project, outsider):
 
 
 # --- Real server processes --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def database_url_for_subprocess() -> str:
     """The URL of the test database pytest-django created, for a server process to share."""

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.streams import open_session, refusal, streamers
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(240), pytest.mark.xdist_group("long-waits")]
 
 HANG_SECONDS = 12
 ADMISSION_BOUND = 3.0

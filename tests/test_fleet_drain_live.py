@@ -14,7 +14,7 @@ import websockets
 
 from tests.support.streams import OPEN_TIMEOUT, open_session
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(240), pytest.mark.xdist_group("long-waits")]
 
 SESSIONS = 6
 CHUNKS = 25  # 100 ms of PCM16 24 kHz each: 2.5 s of audio per session

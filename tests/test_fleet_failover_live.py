@@ -11,7 +11,7 @@ import websockets
 
 from tests.support.streams import Streamer, open_session
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(240), pytest.mark.xdist_group("long-waits")]
 
 SESSIONS = 8
 FAILOVER_SECONDS = 5.0

@@ -3,7 +3,7 @@ haproxy configuration, and each part can be stopped and started again."""
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(180), pytest.mark.xdist_group("long-waits")]
 
 
 def test_fleet_comes_up_and_each_part_restarts(cluster_factory):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.streams import open_session, refusal, streamers
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(240), pytest.mark.xdist_group("long-waits")]
 
 SESSIONS = 10
 OUTAGE_SECONDS = 10

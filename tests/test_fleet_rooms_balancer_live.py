@@ -9,7 +9,7 @@ import pytest
 
 from tests.test_rooms_live import run_plan
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(180), pytest.mark.xdist_group("long-waits")]
 
 CLIENTS = 6
 

@@ -10,7 +10,7 @@ import websockets
 
 from tests.support.cluster import free_port
 
-pytestmark = [pytest.mark.live, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.live, pytest.mark.timeout(180), pytest.mark.xdist_group("long-waits")]
 
 
 async def black_hole():

@@ -16,7 +16,7 @@ from realtime.lib import audio
 from realtime.local_agent.speech.stt import speech_to_text
 from realtime.local_agent.speech.tts import text_to_speech
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("voice")]
 
 SECRET = "test-local-agent-secret"
 PATH = "/agents/local/v1/realtime"

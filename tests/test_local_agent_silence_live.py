@@ -21,7 +21,7 @@ import websockets
 
 from realtime.lib import audio
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.timeout(420), pytest.mark.xdist_group("long-waits")]
 
 SECRET = "test-local-agent-secret"
 PATH = "/agents/local/v1/realtime"

@@ -12,7 +12,7 @@ from realtime.local_agent.speech.stt import VOCABULARY_WORDS, new_decoder, speec
 from realtime.local_agent.speech.tts import synthesize_stream, text_to_speech
 from realtime.local_agent.speech.vad import VoiceActivityDetector
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("voice")]
 
 
 def test_text_to_speech_gives_speech_of_plausible_length():

@@ -9,7 +9,7 @@ from realtime.lib import audio
 from realtime.local_agent.speech.listener import Listener
 from realtime.local_agent.speech.workers import recognition_workers
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("voice")]
 
 
 async def test_end_of_turn_jobs_overtake_queued_chunks_of_other_sessions():

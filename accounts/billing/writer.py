@@ -62,6 +62,7 @@ class UsageWriter:
         self._sources: set[UsageSource] = set()
         self._reported: list[tuple[UsageBatch | None, asyncio.Future | None]] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self.last_write_ok = time.time()
         self._task = self._loop.create_task(self._run(), name="usage-writer")
 
@@ -81,7 +82,7 @@ class UsageWriter:
         return future
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=settings.REALTIME_METER_FLUSH_SECONDS)
             except TimeoutError:
@@ -110,8 +111,11 @@ class UsageWriter:
                 future.set_result(None)
 
     async def close(self) -> None:
-        """Write what is counted and reported (or spool it), then stop."""
-        self._task.cancel()
+        """Write what is counted and reported (or spool it), then stop. A write under way is let
+        finish, not cancelled: cancelling it would drop the futures of the batches it holds, and their
+        callers (a session ending as the drain began) would wait REPORT_WAIT_SECONDS for nothing."""
+        self._closing = True
+        self._wake.set()
         await asyncio.gather(self._task, return_exceptions=True)
         await self.cycle()
 

@@ -15,7 +15,7 @@ from realtime.lib import audio
 from realtime.local_agent.speech.tts import text_to_speech
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, browser_user_prepare, sign_in, wait_for_function
 
-pytestmark = [pytest.mark.browser, pytest.mark.live]
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.xdist_group("voice")]
 
 SPOKEN = "what is the weather in london today"
 AGENT_TIMEOUT_MS = 90_000  # recognition and synthesis share 2 CPU cores with everything else

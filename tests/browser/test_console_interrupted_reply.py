@@ -20,7 +20,7 @@ from tests.browser.conftest import browser_user_prepare, sign_in, wait_for_funct
 from tests.browser.portal_support import new_page, screen_params, shot
 from tests.test_gateway_support import _make_custom_deployment
 
-pytestmark = [pytest.mark.browser, pytest.mark.live]
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.xdist_group("voice")]
 
 RATE = 24000
 SENTENCES = ["Alpha one is the first sentence.", " Bravo two comes second in line.", " Charlie three is never heard."]

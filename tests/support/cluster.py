@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.ports import free_port
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 HAPROXY_CONFIG = BASE_DIR / "deploy" / "haproxy.cfg"
 START_TIMEOUT = 60.0
@@ -47,12 +49,6 @@ UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-
                  "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log"]
 
 _live: list[Any] = []  # everything started and not yet stopped: torn down at exit if a test forgot
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
