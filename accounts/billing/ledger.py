@@ -157,18 +157,18 @@ def monthly_spend_add(*, project_id: int, key_id: str, month: dt.date, cost_micr
         spend.update(cost_micros=F("cost_micros") + cost_micros)
 
 
-def _rows(batch: UsageBatch) -> list:
-    from accounts.models import UsageRecord
+# The ledger's columns in the order ``_row_values`` gives them.
+COLUMNS = ("api_key", "key_id", "project", "environment", "session_id", "dialect", "metric", "quantity",
+           "unit_price_micros", "cost_micros", "occurred_at", "idempotency_key")
 
+
+def _row_values(batch: UsageBatch) -> list[tuple]:
     assert batch.charges is not None
+    key = batch.key
     return [
-        UsageRecord(
-            api_key_id=batch.key.api_key_pk, key_id=batch.key.key_id, project_id=batch.key.project_id,
-            environment_id=batch.key.environment_id, session_id=batch.session_id, dialect=batch.dialect,
-            metric=metric, quantity=quantity, unit_price_micros=batch.charges[metric].unit_price_micros,
-            cost_micros=max(0, batch.charges[metric].cost_micros), occurred_at=batch.occurred_at,
-            idempotency_key=batch.idempotency_key(metric),
-        )
+        (key.api_key_pk, key.key_id, key.project_id, key.environment_id, batch.session_id, batch.dialect, metric,
+         quantity, batch.charges[metric].unit_price_micros, max(0, batch.charges[metric].cost_micros),
+         batch.occurred_at, batch.idempotency_key(metric))
         for metric, quantity in batch.amounts.items()
     ]
 
@@ -176,26 +176,48 @@ def _rows(batch: UsageBatch) -> list:
 def ledger_write(*, batches: Iterable[UsageBatch]) -> int:
     """Write priced batches in one transaction: the rows the ledger does not hold yet, and their cost
     to the monthly spend. Returns the number of rows inserted (0 when all were there already)."""
-    from accounts.models import UsageRecord
+    from django.db import connection
 
-    rows = [row for batch in batches for row in _rows(batch)]
+    rows = [row for batch in batches for row in _row_values(batch)]
     if not rows:
         return 0
     with transaction.atomic():
-        keys = [row.idempotency_key for row in rows]
-        existing: set[str] = set()
-        for start in range(0, len(keys), CHUNK):
-            existing.update(UsageRecord.objects.filter(idempotency_key__in=keys[start:start + CHUNK])
-                            .values_list("idempotency_key", flat=True))
-        new = [row for row in rows if row.idempotency_key not in existing]
-        # Not ignore_conflicts: if another writer raced this one to a key, the transaction fails whole
-        # and is retried, when the check above sees that key.
-        UsageRecord.objects.bulk_create(new, batch_size=CHUNK)
+        insert = _insert_new_postgresql if connection.vendor == "postgresql" else _insert_new_portable
+        inserted = insert(rows)
         spend: dict[tuple[int, str, dt.date], int] = {}
-        for row in new:
-            month = row.occurred_at.astimezone(dt.UTC).date().replace(day=1)
-            spend[(row.project_id, row.key_id, month)] = spend.get((row.project_id, row.key_id, month), 0) + \
-                row.cost_micros
+        for project_id, key_id, occurred_at, cost in inserted:
+            month = occurred_at.astimezone(dt.UTC).date().replace(day=1)
+            spend[(project_id, key_id, month)] = spend.get((project_id, key_id, month), 0) + cost
         for (project_id, key_id, month), cost in sorted(spend.items()):  # one order: no deadlock between writers
             monthly_spend_add(project_id=project_id, key_id=key_id, month=month, cost_micros=cost)
-    return len(new)
+    return len(inserted)
+
+
+def _insert_new_postgresql(rows: list[tuple]) -> list[tuple]:
+    """One statement for the whole write (project.bulk), inserting only the keys the ledger does not
+    hold (ON CONFLICT DO NOTHING, which also waits out a concurrent writer of the same key). RETURNING
+    names exactly the rows this statement inserted, so the spend added is exactly theirs."""
+    from accounts.models import UsageRecord
+    from project.bulk import rows_insert_postgresql
+
+    return rows_insert_postgresql(model=UsageRecord, fields=COLUMNS, rows=rows, conflict="idempotency_key",
+                                  returning=("project", "key_id", "occurred_at", "cost_micros"))
+
+
+def _insert_new_portable(rows: list[tuple]) -> list[tuple]:
+    """Any other database (SQLite, the embedded default): look up which keys the ledger holds, insert
+    the others. If another writer raced this one to a key, the transaction fails whole and is retried,
+    when the look-up sees that key."""
+    from accounts.models import UsageRecord
+
+    records = [UsageRecord(**{("api_key_id" if name == "api_key" else f"{name}_id" if name in ("project", "environment")
+                                else name): value for name, value in zip(COLUMNS, row, strict=True)})
+               for row in rows]
+    keys = [record.idempotency_key for record in records]
+    existing: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        existing.update(UsageRecord.objects.filter(idempotency_key__in=keys[start:start + CHUNK])
+                        .values_list("idempotency_key", flat=True))
+    new = [record for record in records if record.idempotency_key not in existing]
+    UsageRecord.objects.bulk_create(new, batch_size=CHUNK)
+    return [(record.project_id, record.key_id, record.occurred_at, record.cost_micros) for record in new]

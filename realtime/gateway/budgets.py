@@ -56,16 +56,30 @@ async def budget_refusal(*, auth) -> GatewayError | None:
 
 
 class BudgetGuard:
-    """The budget rule for one live session, stepped by the session's lifecycle (from the process clock)
-    or by ``budget_watch``: every BILLING_SPEND_CACHE_SECONDS, look; when the budget is spent,
-    ``warn``; REALTIME_BUDGET_GRACE_SECONDS later, ``close`` if it is still spent."""
+    """The budget rule for one live session. The process's budget board (below) tells it when its key
+    or project is spent (``spent``, which calls ``on_spent``); its holder then runs ``step``: ``warn``,
+    and REALTIME_BUDGET_GRACE_SECONDS later (``due``, on the holder's own clock) ``step`` again, which
+    calls ``close`` if the budget is still spent."""
 
-    __slots__ = ("auth", "due", "warned")
+    __slots__ = ("auth", "due", "warned", "_on_spent")
 
-    def __init__(self, *, auth):
+    def __init__(self, *, auth, on_spent: Callable[[], None]):
         self.auth = auth
-        self.due = time.monotonic() + settings.BILLING_SPEND_CACHE_SECONDS
+        self.due = float("inf")  # the grace period's end, once warned
         self.warned = False
+        self._on_spent = on_spent
+
+    def watch(self) -> None:
+        budget_board_add(self)
+
+    def unwatch(self) -> None:
+        budget_board_discard(self)
+
+    def spent(self) -> None:
+        """The board found this session's key or project spent. Once warned, the grace period's end
+        (``due``) decides instead."""
+        if not self.warned:
+            self._on_spent()
 
     async def _scope(self) -> str | None:
         try:
@@ -74,28 +88,17 @@ class BudgetGuard:
             logger.exception("budget check failed for key %s", self.auth.key_id)
             return None
 
-    def step_at_once(self, now: float) -> bool:
-        """The common look, inline and without a task: True when it is done (this process's copy of the
-        budget state is fresh and within budget, and no warning is pending). False: ``step`` must run."""
-        if self.warned:
-            return False
-        state = budget_state_peek(project_id=self.auth.project_id)
-        if state is None or state.exceeded(self.auth.key_id):
-            return False
-        self.due = now + settings.BILLING_SPEND_CACHE_SECONDS
-        return True
-
     async def step(self, now: float, *, warn: Callable[[GatewayError], Awaitable[None]],
                    close: Callable[[GatewayError], Awaitable[None]]) -> bool:
-        """Look if due; True once ``close`` was called (the session is over)."""
-        if now < self.due:
-            return False
+        """Look now; True once ``close`` was called (the session is over)."""
         scope = await self._scope()
         if scope is None:  # within budget, or raised during the grace period
             self.warned = False
-            self.due = now + settings.BILLING_SPEND_CACHE_SECONDS
+            self.due = float("inf")
             return False
         if self.warned:
+            if now < self.due:
+                return False
             await close(budget_error(scope))
             return True
         self.warned = True
@@ -104,11 +107,78 @@ class BudgetGuard:
         return False
 
 
+# --- The budget board: one look per project for the whole process ---------------------------------------
+
+class _Board:
+    """Every live session's BudgetGuard, by project. One task per process wakes every
+    BILLING_SPEND_CACHE_SECONDS, reads each project's budget state once (this process's copy; a query
+    when it is stale) and tells only the guards whose key or project is spent: a session has no budget
+    timer of its own (issue 14: 500 idle sessions each looking every 5 s were about a third of an idle
+    process's CPU)."""
+
+    def __init__(self) -> None:
+        self.guards: dict[int, set[BudgetGuard]] = {}
+        self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+_board = _Board()
+
+
+def budget_board_add(guard: BudgetGuard) -> None:
+    loop = asyncio.get_running_loop()
+    if _board.loop is not loop:  # a new event loop (tests run one per test): nothing of the old one holds
+        _board.guards.clear()
+        _board.task = None
+        _board.loop = loop
+    _board.guards.setdefault(guard.auth.project_id, set()).add(guard)
+    if _board.task is None or _board.task.done():
+        _board.task = loop.create_task(_board_run(), name="budget-board")
+
+
+def budget_board_discard(guard: BudgetGuard) -> None:
+    guards = _board.guards.get(guard.auth.project_id)
+    if guards is not None:
+        guards.discard(guard)
+        if not guards:
+            del _board.guards[guard.auth.project_id]
+    if not _board.guards and _board.task is not None:
+        _board.task.cancel()  # nothing to look for: no timer while the process has no session
+        _board.task = None
+
+
+async def _board_run() -> None:
+    while _board.guards:
+        await asyncio.sleep(settings.BILLING_SPEND_CACHE_SECONDS)
+        for project_id in list(_board.guards):
+            try:
+                state = budget_state_peek(project_id=project_id)
+                if state is None:
+                    state = await database_sync_to_async(budget_state_get)(project_id=project_id)
+            except Exception:  # the database may be briefly away: keep the sessions, look again next time
+                logger.exception("budget check failed for project %s", project_id)
+                continue
+            if state.project_limit is None and not state.key_limits:
+                continue
+            for guard in list(_board.guards.get(project_id, ())):
+                if state.exceeded(guard.auth.key_id):
+                    guard.spent()
+
+
 async def budget_watch(*, auth, warn: Callable[[GatewayError], Awaitable[None]],
                        close: Callable[[GatewayError], Awaitable[None]]) -> None:
-    """A BudgetGuard as a task of its own, for sessions with no periodic loop (tasks, rooms)."""
-    guard = BudgetGuard(auth=auth)
-    while True:
-        await asyncio.sleep(max(0.0, guard.due - time.monotonic()))
-        if await guard.step(time.monotonic(), warn=warn, close=close):
-            return
+    """A BudgetGuard with a task of its own, for a holder without a clock of its own."""
+    spent = asyncio.Event()
+    guard = BudgetGuard(auth=auth, on_spent=spent.set)
+    guard.watch()
+    try:
+        while True:
+            if guard.warned:
+                await asyncio.sleep(max(0.0, guard.due - time.monotonic()))
+            else:
+                await spent.wait()
+                spent.clear()
+            if await guard.step(time.monotonic(), warn=warn, close=close):
+                return
+    finally:
+        guard.unwatch()

@@ -7,8 +7,9 @@ key or a token, the monthly budget), then holds a SessionLifecycle for the life 
   included), the revocation watch (the channel-layer notice plus the periodic re-check of
   realtime/gateway/revocation.py) and the session record (the Sessions page and the console);
 - ``touch()`` on client activity (a float stored: the hot path pays nothing more); ``watch()`` enforces
-  the duration limit (counted from the session's original start), the idle timeout and the budget
-  from the process clock (realtime.gateway.clock): one timer per session at its next deadline, no
+  the duration limit (counted from the session's original start), the idle timeout and the budget's
+  grace period from the process clock; the budget itself is looked at for all sessions of the process
+  at once (realtime.gateway.budgets' board), which tells only the sessions whose budget is spent (realtime.gateway.clock): one timer per session at its next deadline, no
   task of its own and no periodic wake-up;
 - ``release()`` once, at the end: slot, watch and record (with the close reason).
 
@@ -124,7 +125,7 @@ class SessionLifecycle:
         self.last_activity = now
         self._slot = False
         self._watches: list[KeyWatch] = []
-        self._budget = BudgetGuard(auth=auth)
+        self._budget = BudgetGuard(auth=auth, on_spent=self._budget_spent)
         # With Redis the process monitor renews every slot each second (liveness.py, which also re-takes
         # a slot lost in an outage); the watch renews the in-process slots (no Redis).
         self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
@@ -208,6 +209,7 @@ class SessionLifecycle:
         clock (realtime.gateway.clock): no task of the session's own until something must happen."""
         self._warn, self._close, self._idle_applies = warn, close, idle
         self._alarm = Alarm(self._due, name=f"lifecycle:{self.session_id}")
+        self._budget.watch()
         self.rearm()
 
     def rearm(self) -> None:
@@ -219,7 +221,7 @@ class SessionLifecycle:
         return self.idle_timeout and (self._idle_applies is None or self._idle_applies())
 
     def _next_due(self) -> float:
-        due = min(self.deadline, self._budget.due)
+        due = min(self.deadline, self._budget.due)  # the budget's grace period, once warned
         if self._idle_watched():
             due = min(due, self.last_activity + settings.REALTIME_IDLE_TIMEOUT_SECONDS)
         if limits.redis_client() is None:
@@ -236,14 +238,20 @@ class SessionLifecycle:
         if error is not None:
             self._start_work(self._close_once(error.code, error), "close")
             return
-        if now >= self._budget.due and not self._budget.step_at_once(now):
-            self._start_work(self._budget_look(now), "budget")  # a query or a warning: in a task
+        if now >= self._budget.due:  # the grace period is over: close unless the budget was raised
+            self._start_work(self._budget_look(now), "budget")
             return
         if now >= self._next_lease:
             # With Redis the process monitor renews every slot each second (liveness.py).
             self._next_lease = now + limits.LOCAL_SLOT_TTL / 3
             limits.session_slot_renew_local(key_id=self.auth.key_id, session_id=self.session_id)
         self.rearm()
+
+    def _budget_spent(self) -> None:
+        """The process's budget board found this key or project spent: warn (in a task)."""
+        if self.released or self._closing or self._work is not None:
+            return
+        self._start_work(self._budget_look(time.monotonic()), "budget")
 
     def _start_work(self, coro, what: str) -> None:
         self._work = asyncio.get_running_loop().create_task(coro, name=f"lifecycle-{what}:{self.session_id}")
@@ -280,6 +288,7 @@ class SessionLifecycle:
         for watch in self._watches:
             watch.cancel()
         self._watches.clear()
+        self._budget.unwatch()
         if self._alarm is not None:
             self._alarm.cancel()
         work = self._work

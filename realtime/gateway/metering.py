@@ -125,7 +125,7 @@ class SessionMeter:
     per-session flush task this replaced: it does nothing."""
 
     __slots__ = ("key", "session_id", "meter_id", "dialect", "count_session_time", "_pending", "_audio_bytes",
-                 "_seq", "_mark", "_closed", "_in_bps", "_out_bps", "__weakref__")
+                 "_seq", "_mark", "_session_us", "_closed", "_in_bps", "_out_bps", "__weakref__")
 
     def __init__(self, *, key, session_id: str, dialect: str, count_session_time: bool = True):
         self.key = KeyRef.of(key)
@@ -140,6 +140,9 @@ class SessionMeter:
         self._audio_bytes: dict[tuple[str, int], int] = {}
         self._seq = 0
         self._mark = asyncio.get_running_loop().time()
+        # Connected time in whole microseconds, billed in whole milliseconds (the rest carried): the
+        # one metric every live session has at every take, so kept as an int, not a Decimal.
+        self._session_us = 0
         self._closed = False
         # The audio formats the upstream confirmed (PCM16 24 kHz until it says otherwise).
         self._in_bps = self._out_bps = PCM16_24K
@@ -205,7 +208,8 @@ class SessionMeter:
             return
         now = asyncio.get_running_loop().time()
         elapsed, self._mark = now - self._mark, now
-        self.add("session_seconds", Decimal(str(round(elapsed, 6))))
+        if elapsed > 0:
+            self._session_us += round(elapsed * 1_000_000)
 
     def usage_take(self, *, final: bool = False) -> UsageBatch | None:
         """What was counted since the last take, as the next numbered batch (None: nothing)."""
@@ -214,10 +218,16 @@ class SessionMeter:
             audio, self._audio_bytes = self._audio_bytes, {}
             for (metric, bytes_per_second), count in audio.items():
                 self.add(metric, Decimal(count) / Decimal(bytes_per_second))
-        rounded = {metric: quantity_quantize(metric, quantity) for metric, quantity in self._pending.items()}
-        # Sub-millisecond remainders stay pending, so rounding never loses time.
-        self._pending = {m: left for m, q in self._pending.items() if (left := q - rounded[m]) > 0}
-        amounts = usage_amounts_clean({metric: q for metric, q in rounded.items() if q}, context=self.session_id)
+        amounts: dict[str, Decimal] = {}
+        if self._pending:  # an idle session has nothing here: the common take skips all of this
+            rounded = {metric: quantity_quantize(metric, quantity) for metric, quantity in self._pending.items()}
+            # Sub-millisecond remainders stay pending, so rounding never loses time.
+            self._pending = {m: left for m, q in self._pending.items() if (left := q - rounded[m]) > 0}
+            amounts = usage_amounts_clean({metric: q for metric, q in rounded.items() if q}, context=self.session_id)
+        milliseconds = self._session_us // 1000
+        if milliseconds:
+            self._session_us -= milliseconds * 1000
+            amounts["session_seconds"] = amounts.get("session_seconds", Decimal(0)) + Decimal(milliseconds).scaleb(-3)
         if not amounts and not (final and self._seq):
             return None
         self._seq += 1

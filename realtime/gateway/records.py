@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from project.bulk import default_database_vendor
 from realtime.models import SessionRecord
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ _writer = _Writer()
 async def session_record_open(**fields) -> None:
     """Write the record of a session that opens (``session_record_start``'s fields); return once it is
     committed. Cancelled before its batch was handed to the thread, it is never written."""
-    if connection.vendor == "sqlite":
+    if default_database_vendor() == "sqlite":
         await database_sync_to_async(session_record_start)(**fields)
         return
     loop = asyncio.get_running_loop()

@@ -198,8 +198,19 @@ class SessionTimeline:
 # --- Writing ---------------------------------------------------------------------------------------
 
 def _write(entries: list[_Entry]) -> None:
+    from django.db import connection
+
     from realtime.models import SessionEvent
 
+    if connection.vendor == "postgresql":
+        from psycopg.types.json import Jsonb
+
+        from project.bulk import rows_insert_postgresql
+
+        rows_insert_postgresql(
+            model=SessionEvent, fields=("project", "session_id", "at", "direction", "type", "count", "data"),
+            rows=[(e.project_id, e.session_id[:100], e.at, e.direction, e.type, e.count, Jsonb(e.data)) for e in entries])
+        return
     SessionEvent.objects.bulk_create([
         SessionEvent(project_id=e.project_id, session_id=e.session_id[:100], at=e.at, direction=e.direction,
                      type=e.type, count=e.count, data=e.data)
