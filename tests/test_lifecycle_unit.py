@@ -85,8 +85,7 @@ def fast_rules(settings):
 async def settled(transactional_db):
     """Each test ends once every session it opened has been released (its record ended) and the
     in-process server's background writers (usage, timeline) have written what they hold, so nothing
-    of it reaches the next test's database (SQLite's shared in-memory database locks a table while
-    another thread writes it)."""
+    of it reaches the next test's database (the next test's flush would find rows it never made)."""
     from accounts.billing.writer import usage_report
     from realtime.gateway.records import records_flush
     from realtime.sessions.timeline import timeline_flush
