@@ -306,6 +306,19 @@ async def test_an_oversized_frame_is_refused_and_the_connection_stays(
     await client.close()
 
 
+@pytest.mark.parametrize("dialect", ["realtime", "conversation", "tasks"])  # rooms: Engine.IO parses its frames
+async def test_binary_and_malformed_frames_are_refused_with_their_codes_and_the_connection_stays(
+        dialect, server_url, upstream, project, dev_key):
+    _, raw = dev_key
+    client = await open_client(dialect, server_url, raw, upstream)
+    await client.ws.send(b'{"type": "response.create"}')
+    assert await client.next_error() == "binary_not_supported"
+    await client.ws.send('{"type": ')
+    assert await client.next_error() == "invalid_json"
+    await client.roundtrip()
+    await client.close()
+
+
 OWN_FRAME_LIMIT = {"realtime": "REALTIME_MAX_FRAME_BYTES", "conversation": "REALTIME_MAX_FRAME_BYTES",
                    "tasks": "TASKS_MAX_FRAME_BYTES", "rooms": "ROOMS_MAX_MESSAGE_BYTES"}
 

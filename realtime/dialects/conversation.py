@@ -216,17 +216,9 @@ class ConversationConnection:
     async def receive(self, text_data: str | None) -> None:
         if self.session is None or self.session.closed:
             return
-        if text_data is None:
-            await self.report(GatewayError("binary_not_supported", "Send ConversationRequests as JSON text."))
-            return
-        refusal = self.gate.check(text_data)
+        message, refusal = self.gate.parse(text_data)
         if refusal is not None:
             await self.report(refusal)
-            return
-        try:
-            message = orjson.loads(text_data)
-        except orjson.JSONDecodeError:
-            await self.report(GatewayError("invalid_json", "The message is not valid JSON."))
             return
         request = message.get("request") if isinstance(message, dict) else None
         unstructured = request.get("unstructured") if isinstance(request, dict) else None

@@ -146,18 +146,11 @@ class RealtimeConnection:
         session = self.session
         if session is None or session.closed:
             return
-        if text is None:
-            await self.report(_bad_request("binary_not_supported", "Send events as JSON text frames."))
-            return
-        refusal = self.gate.check(text)
+        event, refusal = self.gate.parse(text)
         if refusal is not None:
             await self.report(refusal)
             return
-        try:
-            event = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            await self.report(_bad_request("invalid_json", "The event is not valid JSON; it was not relayed."))
-            return
+        assert text is not None  # a binary frame was refused above
         kind = event.get("type") if isinstance(event, dict) else None
         if not isinstance(kind, str):
             await self.report(_bad_request("invalid_event", "An event is a JSON object with a string type."))

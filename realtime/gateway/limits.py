@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from django.conf import settings
 
 
@@ -46,6 +48,8 @@ def frame_too_large(size: int, *, limit: int) -> GatewayError:
     )
 
 
+BINARY_NOT_SUPPORTED = GatewayError("binary_not_supported", "Send JSON text frames; binary frames are not accepted.")
+INVALID_JSON = GatewayError("invalid_json", "The frame is not valid JSON; nothing was done with it.")
 RATE_LIMITED = GatewayError(
     "rate_limited", "Too many events per second on this connection; this event was not relayed.",
 )
@@ -232,3 +236,16 @@ class ClientGate:
         if not self.bucket.allow():
             return RATE_LIMITED
         return None
+
+    def parse(self, text: str | None) -> tuple[Any, GatewayError | None]:
+        """Every WebSocket dialect's first step for a client frame: binary refused, then size and rate,
+        then JSON. ``(value, None)``, or ``(None, error)`` for the dialect to answer in its own format."""
+        if text is None:
+            return None, BINARY_NOT_SUPPORTED
+        refusal = self.check(text)
+        if refusal is not None:
+            return None, refusal
+        try:
+            return orjson.loads(text), None
+        except orjson.JSONDecodeError:
+            return None, INVALID_JSON

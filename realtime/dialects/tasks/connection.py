@@ -207,28 +207,13 @@ class TasksConnection:
             return
         if self.lifecycle is not None:
             self.lifecycle.touch()
-        problem = None
-        if text is None:
-            problem = _error("binary_not_supported", "Send JSON text frames.", CLOSE_BAD_REQUEST)
-        else:
-            refusal = self.gate.check(text)
-            if refusal is not None:
-                problem = _error(refusal.code, refusal.message, CLOSE_BAD_REQUEST)
+        message, problem = self.gate.parse(text)
         if problem is not None:
             # Before authentication anything but newConnection ends the connection; after it, only the frame is lost.
             if self.auth is None:
-                self.refuse(problem)
+                self.refuse(_error(problem.code, problem.message, CLOSE_BAD_REQUEST))
             else:
                 self._say(error_message(problem.code, problem.message))
-            return
-        assert text is not None  # a binary frame was answered above
-        try:
-            message = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            if self.auth is None:
-                self.refuse(_error("invalid_json", "The message is not valid JSON.", CLOSE_BAD_REQUEST))
-            else:
-                self._say(error_message("invalid_json", "The message is not valid JSON; nothing was run."))
             return
         if self.auth is None:
             try:
