@@ -82,3 +82,39 @@ async def test_a_run_still_open_waits_for_its_merges_and_is_written_once_it_is_o
     assert [(e.type, e.count) for e in written] == [("response.create", 1), ("input_audio_buffer.append", 2)]
     note_text("client", {"type": "input_audio_buffer.append", "audio": chunk})  # a new run, a new entry
     assert [(e.type, e.count) for e in timeline._writer.pending] == [("input_audio_buffer.append", 1)]
+
+
+async def test_a_connections_inline_merges_stop_once_its_run_is_written_or_its_session_forgotten(monkeypatch):
+    from datetime import timedelta
+
+    from asgiref.sync import sync_to_async
+
+    written: list = []
+    monkeypatch.setattr(timeline, "database_sync_to_async", sync_to_async)
+    monkeypatch.setattr(timeline, "_write", lambda batch: written.extend(batch))
+    monkeypatch.setattr(timeline, "_prune", lambda: 0)
+    append = json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1" * 480).decode()})
+    notes = timeline.SessionTimeline(project_id=1, session_id="s")
+    for _ in range(3):
+        notes.sent(append)
+    notes.received(append)  # the other direction is a run of its own
+    pending = timeline._writer.pending
+    assert [(e.direction, e.count) for e in pending] == [("client", 3), ("upstream", 1)]
+    assert pending[0].data["audio_bytes"] == 3 * (len(append) * 3 // 4)
+
+    for entry in pending:
+        entry.at -= timedelta(seconds=timeline.RUN_HOLD_SECONDS + 1)
+    await timeline.timeline_flush()
+    notes.sent(append)
+    notes.sent(append)
+    assert [(e.direction, e.count) for e in written] == [("client", 3), ("upstream", 1)]  # took no more
+    assert [(e.direction, e.count) for e in timeline._writer.pending] == [("client", 2)]
+
+    timeline._writer.sessions[(1, "s")].touched -= timeline.IDLE_FORGET_SECONDS + 1
+    timeline._writer.sessions[(1, "s")].merges_seen = timeline._writer.sessions[(1, "s")].merges
+    await timeline.timeline_flush()  # forgotten: idle too long
+    open_entry = timeline._writer.pending[0] if timeline._writer.pending else written[-1]
+    count_before = open_entry.count
+    notes.sent(append)
+    assert open_entry.count == count_before  # the forgotten session's run took no merge
+    assert (1, "s") in timeline._writer.sessions  # the next note starts the session's state again

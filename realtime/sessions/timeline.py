@@ -66,6 +66,10 @@ class _SessionState:
     last: dict[str, _Entry] = field(default_factory=dict)
     ended: bool = False
     touched: float = field(default_factory=time.monotonic)
+    # Merges made inline (SessionTimeline): counted, and turned into ``touched`` by the flush, so the
+    # relay path does not read the clock per event.
+    merges: int = 0
+    merges_seen: int = 0
 
 
 @dataclass
@@ -139,33 +143,44 @@ def timeline_note(*, project_id: int, session_id: str, direction: str, event: di
     _writer_ensure()
 
 
-def _note_text(*, project_id: int, session_id: str, direction: str, message) -> None:
+def _note_text(*, project_id: int, session_id: str, direction: str, message) -> tuple | None:
+    """Note one event as sent or received. Returns the run a following event of the same audio type
+    merges into (SessionTimeline keeps it: see _merge), or None."""
     head = message[:64]
     markers = _AUDIO_MARKERS if isinstance(head, bytes) else _AUDIO_MARKERS_TEXT
     for marker, kind in zip(markers, AUDIO_EVENTS, strict=True):
         if marker in head:  # the bulk of a session's events: counted without parsing (or copying) the audio
             state = _writer.sessions.get((project_id, session_id))
-            if state is not None:
-                last = state.last.get(direction)
-                if state.truncated or (last is not None and last.type == kind):  # the common case, inline
-                    state.touched = time.monotonic()
-                    if not state.truncated and last is not None:
-                        last.count += 1
-                        last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + len(message) * 3 // 4
-                    return
+            if state is not None and state.truncated:
+                state.touched = time.monotonic()
+                return None
             event: dict = {"type": kind, AUDIO_EVENTS[kind]: None}
             timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
             state = _writer.sessions.get((project_id, session_id))
             last = state.last.get(direction) if state is not None else None
-            if last is not None and last.type == kind:
-                last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + len(message) * 3 // 4
-            return
+            if state is None or last is None or last.type != kind:
+                return None
+            last.data["audio_bytes"] = last.data.get("audio_bytes", 0) + len(message) * 3 // 4
+            return marker, state, last
     try:
         event = orjson.loads(message)
     except orjson.JSONDecodeError:
         event = {"type": "unparsed", "text": str(message[:STRING_MAX])}
     if isinstance(event, dict):
         timeline_note(project_id=project_id, session_id=session_id, direction=direction, event=event)
+    return None
+
+
+def _merge(run: tuple, direction: str, message) -> bool:
+    """The common case, inline: one more audio event of the type of the run this connection noted last,
+    while that run is still open (the writer has not written it, nor forgotten the session)."""
+    marker, state, entry = run
+    if type(message) is not type(marker) or state.last.get(direction) is not entry or message.find(marker, 0, 64) < 0:
+        return False
+    state.merges += 1
+    entry.count += 1
+    entry.data["audio_bytes"] += len(message) * 3 // 4
+    return True
 
 
 def timeline_session_end(*, project_id: int, session_id: str) -> None:
@@ -179,17 +194,25 @@ class SessionTimeline:
     """One session's notes: what the gateway sends upstream is a ``client`` event, what it receives an
     ``upstream`` one. The core calls these inline, around its own sends and receives."""
 
-    __slots__ = ("_project_id", "_session_id")
+    __slots__ = ("_project_id", "_session_id", "_client_run", "_upstream_run")
 
     def __init__(self, *, project_id: int, session_id: str):
         self._project_id = project_id
         self._session_id = session_id
+        self._client_run: tuple | None = None
+        self._upstream_run: tuple | None = None
 
     def sent(self, message) -> None:
-        _note_text(project_id=self._project_id, session_id=self._session_id, direction="client", message=message)
+        run = self._client_run
+        if run is None or not _merge(run, "client", message):
+            self._client_run = _note_text(project_id=self._project_id, session_id=self._session_id,
+                                          direction="client", message=message)
 
     def received(self, message) -> None:
-        _note_text(project_id=self._project_id, session_id=self._session_id, direction="upstream", message=message)
+        run = self._upstream_run
+        if run is None or not _merge(run, "upstream", message):
+            self._upstream_run = _note_text(project_id=self._project_id, session_id=self._session_id,
+                                            direction="upstream", message=message)
 
     def ended(self) -> None:
         timeline_session_end(project_id=self._project_id, session_id=self._session_id)
@@ -252,8 +275,11 @@ async def timeline_flush(*, everything: bool = False) -> None:
     held_until = timezone.now() - timedelta(seconds=RUN_HOLD_SECONDS)
     open_runs: set[int] = set()
     for key, state in list(_writer.sessions.items()):
+        if state.merges != state.merges_seen:
+            state.merges_seen, state.touched = state.merges, now
         if state.ended or now - state.touched > IDLE_FORGET_SECONDS:
             del _writer.sessions[key]
+            state.last.clear()  # a run a connection still holds takes no more merges (_merge)
         elif everything:
             state.last.clear()
         else:
