@@ -46,3 +46,23 @@ def test_a_living_process_keeps_its_spool_and_a_dead_ones_is_adopted_once(tmp_pa
     assert len(peer.path.read_bytes().splitlines()) == 1
     peer.clear()
     assert list(tmp_path.glob("usage-*.jsonl")) == []
+
+
+def test_the_spool_keeper_stops_quietly_once_the_writer_thread_is_shut_down(settings, caplog):
+    """At process exit the writer's executor is shut down before the daemon keeper wakes: the keeper
+    must end, not log a failure every interval (and write to closed log streams) until the process dies."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from accounts.billing import writer
+
+    settings.REALTIME_METER_FLUSH_SECONDS = 0.01
+    executor = ThreadPoolExecutor(max_workers=1)
+    executor.shutdown()
+    keeper = threading.Thread(target=writer._keep, args=(SimpleNamespace(executor=executor),), daemon=True)
+    with caplog.at_level("ERROR", logger="accounts.billing.writer"):
+        keeper.start()
+        keeper.join(timeout=5)
+    assert not keeper.is_alive()
+    assert [r for r in caplog.records if r.name == "accounts.billing.writer"] == []

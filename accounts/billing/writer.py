@@ -84,7 +84,9 @@ class UsageWriter:
     async def _run(self) -> None:
         while not self._closing:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=settings.REALTIME_METER_FLUSH_SECONDS)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel (gh-86296).
+                async with asyncio.timeout(settings.REALTIME_METER_FLUSH_SECONDS):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -246,7 +248,11 @@ def _keep(store: _Store) -> None:
     while True:
         time.sleep(settings.REALTIME_METER_FLUSH_SECONDS)
         try:
-            store.executor.submit(_write, store, []).result()
+            future = store.executor.submit(_write, store, [])
+        except RuntimeError:  # the writer thread was shut down: the process is ending, nothing to keep
+            return
+        try:
+            future.result()
         except Exception:
             logger.exception("the usage spool keeper failed; retrying")
 
@@ -295,7 +301,8 @@ async def usage_report(batch: UsageBatch | None) -> None:
     returns once whatever the writer had taken before is."""
     future = usage_writer().report(batch)
     try:
-        await asyncio.wait_for(asyncio.shield(future), timeout=REPORT_WAIT_SECONDS)
+        async with asyncio.timeout(REPORT_WAIT_SECONDS):
+            await asyncio.shield(future)
     except TimeoutError:
         logger.warning("usage of session %s is taking long to write; left with the writer",
                        batch.session_id if batch else "(any)")

@@ -84,7 +84,8 @@ async def agent_connection_test(*, agent: Agent, credential: str, timeout: float
     finally:
         if connection is not None:
             try:
-                await asyncio.wait_for(connection.close(), timeout=2)
+                async with asyncio.timeout(2):  # not wait_for: Python 3.11's can swallow a cancel (gh-86296)
+                    await connection.close()
             except Exception:
                 pass
     if event.get("type") == "error":

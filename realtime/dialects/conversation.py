@@ -325,7 +325,8 @@ class ConversationConnection:
         if self.writer is not None:
             self._writes.put_nowait(None)  # after every exchange already answered
             try:
-                await asyncio.wait_for(asyncio.shield(self.writer), 10)
+                async with asyncio.timeout(10):  # not wait_for: Python 3.11's can swallow a cancel (gh-86296)
+                    await asyncio.shield(self.writer)
             except TimeoutError:
                 logger.warning("conversation writes still pending at disconnect; left to finish")
         if self.session is not None:
