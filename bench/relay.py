@@ -938,6 +938,10 @@ def log_errors(server: Server) -> dict:
     return found
 
 
+# The server floor (bench/asgi_relay_floor.py): a bare ASGI relay under the gateway's production command.
+FLOOR = "floor-uvicorn"
+
+
 def start_relay(name: str, args, echo_url: str, logs: Path, raw_key: str) -> Target:
     py = sys.executable
     port = free_port()
@@ -945,6 +949,11 @@ def start_relay(name: str, args, echo_url: str, logs: Path, raw_key: str) -> Tar
         server = start_server("minimal", [py, "bench/minimal_relay.py", "--port", str(port), "--upstream", echo_url],
                               os.environ.copy(), logs, port)
         return Target("minimal", f"ws://127.0.0.1:{port}/", {}, server)
+    if name == FLOOR:
+        command = [part.replace("{port}", str(port)).replace("project.asgi:application", "bench.asgi_relay_floor:application")
+                   for part in server_commands(py)["uvicorn"]]
+        server = start_server(FLOOR, command, {**os.environ, "BENCH_FLOOR_UPSTREAM": echo_url}, logs, port)
+        return Target(FLOOR, f"ws://127.0.0.1:{port}/", {}, server)
     env = django_env(args.database_url, args.redis_url or None)
     env["BILLING_SPOOL_DIR"] = str(logs / "usage-spool")  # this bench's own: no other run's spool adopted
     command = [part.replace("{port}", str(port)) for part in server_commands(py)[name]]
@@ -958,7 +967,7 @@ def scale_run(args, raw_key: str, agent_pk: int, logs: Path, run_number: int) ->
     the connect storm on fresh processes; then, on another fresh process per target, idle memory and
     CPU, then ping-pong; then the ledger check of every gateway session of the run."""
     database = args.database_url.rsplit("/", 1)[-1]
-    names = ["minimal", *args.servers]
+    names = ["minimal", *([FLOOR] if args.floor else []), *args.servers]
     names = names if run_number % 2 else names[::-1]
     before = ledger_totals()
     port = free_port()
@@ -1023,6 +1032,9 @@ def scale_summarize(runs: list[dict], args) -> dict:
             row["errors"] = [e for run in runs for e in cell(run, "errors")][:3]
             row["relay_cpu_vs_minimal"] = median_of(
                 runs, lambda r: cell(r, "relay_cpu_us_per_rt") / r["pingpong"]["minimal"][level]["relay_cpu_us_per_rt"])
+            row["relay_cpu_vs_floor"] = median_of(
+                runs, lambda r: cell(r, "relay_cpu_us_per_rt") / r["pingpong"][FLOOR][level]["relay_cpu_us_per_rt"]
+            ) if FLOOR in runs[0]["pingpong"] else None
             row["services_cpu_us_per_rt_vs_minimal"] = median_of(
                 runs, lambda r: (cell(r, "postgres_cpu_us_per_rt") + cell(r, "redis_cpu_us_per_rt"))
                 - (r["pingpong"]["minimal"][level]["postgres_cpu_us_per_rt"]
@@ -1036,6 +1048,9 @@ def scale_summarize(runs: list[dict], args) -> dict:
         # run (no database, no Redis) is the background to take away.
         idle["services_cores_over_minimal"] = median_of(
             runs, lambda r: r["idle"][name]["services_cores"] - r["idle"]["minimal"]["services_cores"])
+        if FLOOR in runs[0]["idle"]:
+            idle["memory_kib_over_floor"] = median_of(
+                runs, lambda r: r["idle"][name]["memory_kib_per_session"] - r["idle"][FLOOR]["memory_kib_per_session"])
         idle["relay_cores_over_minimal"] = median_of(
             runs, lambda r: r["idle"][name]["relay_cores"] - r["idle"]["minimal"]["relay_cores"])
         summary["idle"][name] = idle
@@ -1106,7 +1121,9 @@ def scale_render(summary: dict, meta: dict) -> str:
                f"About {meta['minutes']:.0f} minutes. These figures: `{('bench/relay.py ' + meta['arguments']).strip()}`.")
     out.append("")
     out.append("Targets as in the relay section (*minimal*: `bench/minimal_relay.py`; *gateway-uvicorn*: the production "
-               "command), the gateway with its production intervals (usage written every REALTIME_METER_FLUSH_SECONDS, "
+               "command; *floor-uvicorn*: `bench/asgi_relay_floor.py`, a bare ASGI relay under the same uvicorn command, "
+               "its upstream client configured as the gateway's, so *× floor* is what Switchboard's own code costs and the "
+               "floor's *× minimal* what uvicorn's ASGI layer costs), the gateway with its production intervals (usage written every REALTIME_METER_FLUSH_SECONDS, "
                "5 s; uvicorn's WebSocket pings every 20 s). CPU is schedstat time of all threads: of the relay process, "
                "of every `postgres` process (*PG*; *PG bench*: only the backends connected to the bench database) and "
                "of `redis-server`.")
@@ -1114,14 +1131,15 @@ def scale_render(summary: dict, meta: dict) -> str:
     out.append(f"**Ping-pong**: one 100 ms append in flight per session, {meta['pingpong_events']:,} round trips per level "
                f"(at least 20 per session); sessions opened {meta['concurrency']} at a time, each level adding to the last.")
     out.append("")
-    out.append("| sessions | target | p50 ms | p99 ms | round trips/s | relay CPU µs/rt | × minimal | PG µs/rt | PG bench µs/rt | "
-               "Redis µs/rt | PG+Redis µs/rt over minimal | lost | dup | reord |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| sessions | target | p50 ms | p99 ms | round trips/s | relay CPU µs/rt | × minimal | × floor | PG µs/rt | "
+               "PG bench µs/rt | Redis µs/rt | PG+Redis µs/rt over minimal | lost | dup | reord |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for level, rows in summary["pingpong"].items():
         for name, row in rows.items():
             out.append(f"| {level} | {name} | {num(row['p50_ms'], '{:.3f}')} | {num(row['p99_ms'], '{:.3f}')} | "
                        f"{num(row['round_trips_per_s'], '{:,.0f}')} | {num(row['relay_cpu_us_per_rt'], '{:.1f}')} | "
-                       f"{num(row['relay_cpu_vs_minimal'])} | {num(row['postgres_cpu_us_per_rt'], '{:.1f}')} | "
+                       f"{num(row['relay_cpu_vs_minimal'])} | {num(row.get('relay_cpu_vs_floor'))} | "
+                       f"{num(row['postgres_cpu_us_per_rt'], '{:.1f}')} | "
                        f"{num(row['postgres_bench_cpu_us_per_rt'], '{:.1f}')} | {num(row['redis_cpu_us_per_rt'], '{:.1f}')} | "
                        f"{num(row['services_cpu_us_per_rt_vs_minimal'], '{:+.1f}')} | "
                        f"{row['lost']} | {row['duplicated']} | {row['reordered']} |")
@@ -1131,13 +1149,13 @@ def scale_render(summary: dict, meta: dict) -> str:
                "per wall second). Memory: RSS with the sessions open minus the baseline, per session.")
     out.append("")
     out.append("| target | relay cores | PG cores | PG bench cores | Redis cores | PG+Redis cores | PG+Redis over minimal | "
-               "KiB per idle session |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+               "KiB per idle session | KiB over floor |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in summary["idle"].items():
         out.append(f"| {name} | {num(row['relay_cores'], '{:.4f}')} | {num(row['postgres_cores'], '{:.4f}')} | "
                    f"{num(row['postgres_bench_cores'], '{:.4f}')} | {num(row['redis_cores'], '{:.4f}')} | "
                    f"{num(row['services_cores'], '{:.4f}')} | {num(row['services_cores_over_minimal'], '{:+.4f}')} | "
-                   f"{num(row['memory_kib_per_session'], '{:.1f}')} |")
+                   f"{num(row['memory_kib_per_session'], '{:.1f}')} | {num(row.get('memory_kib_over_floor'), '{:+.1f}')} |")
     out.append("")
     out.append(f"**Connect storm**: {meta['storm_sessions']} sessions against a freshly started process, "
                f"{meta['concurrency']} handshakes in progress at a time; time from the start of a connect to the relayed "
@@ -1240,6 +1258,8 @@ def parse_args(argv=None):
     scale.add_argument("--pingpong-sessions", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500])
     scale.add_argument("--pingpong-events", type=int, default=20000,
                        help="round trips per ping-pong level and target (at least 20 per session)")
+    scale.add_argument("--no-floor", dest="floor", action="store_false",
+                       help="leave out floor-uvicorn (bench/asgi_relay_floor.py, the server's own cost)")
     scale.add_argument("--idle-cpu-sessions", type=int, default=500)
     scale.add_argument("--idle-cpu-seconds", type=float, default=30.0)
     scale.add_argument("--storm-sessions", type=int, default=200)
