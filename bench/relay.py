@@ -487,23 +487,24 @@ def json_microbench(repeat: int = 7) -> list[dict]:
 NOT_REQUIRED = {"granian": "granian==2.8.7", "hypercorn": "hypercorn==0.18.0"}
 
 
-def server_commands(py: str) -> dict[str, list[str]]:
-    """How each ASGI server is started: one process (granian and hypercorn: one worker), loopback,
-    access logs off. ``uvicorn`` is the production command of README.md ("Running several processes")."""
-    uvicorn = [py, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
+def server_commands(py: str, app: str = "project.asgi:application") -> dict[str, list[str]]:
+    """How each ASGI server is started, serving ``app``: one process (granian and hypercorn: one worker),
+    loopback, access logs off. ``uvicorn`` is the production command of README.md ("Running several
+    processes")."""
+    uvicorn = [py, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}",
                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
                "--log-level", "warning"]
     bin_dir = Path(py).parent
     return {
-        "daphne": [py, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "project.asgi:application"],
+        "daphne": [py, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app],
         "uvicorn": [*uvicorn, "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
         "uvicorn-websockets": [*uvicorn, "--ws", "websockets", "--ws-per-message-deflate", "false"],
         "uvicorn-wsproto": [*uvicorn, "--ws", "wsproto", "--ws-per-message-deflate", "false"],
         # NOT_REQUIRED: measured, not chosen.
         "granian": [str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
-                    "--loop", "uvloop", "--workers", "1", "--no-log", "project.asgi:application"],
+                    "--loop", "uvloop", "--workers", "1", "--no-log", app],
         "hypercorn": [str(bin_dir / "hypercorn"), "-b", "127.0.0.1:{port}", "-k", "uvloop", "-w", "1",
-                      "project.asgi:application"],
+                      app],
     }
 
 
@@ -950,8 +951,8 @@ def start_relay(name: str, args, echo_url: str, logs: Path, raw_key: str) -> Tar
                               os.environ.copy(), logs, port)
         return Target("minimal", f"ws://127.0.0.1:{port}/", {}, server)
     if name == FLOOR:
-        command = [part.replace("{port}", str(port)).replace("project.asgi:application", "bench.asgi_relay_floor:application")
-                   for part in server_commands(py)["uvicorn"]]
+        command = [part.replace("{port}", str(port))
+                   for part in server_commands(py, app="bench.asgi_relay_floor:application")["uvicorn"]]
         server = start_server(FLOOR, command, {**os.environ, "BENCH_FLOOR_UPSTREAM": echo_url}, logs, port)
         return Target(FLOOR, f"ws://127.0.0.1:{port}/", {}, server)
     env = django_env(args.database_url, args.redis_url or None)

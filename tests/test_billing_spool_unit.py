@@ -3,10 +3,14 @@ once it is gone, with a torn last line skipped and nothing else lost."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
+from accounts.billing import writer
 from accounts.billing.ledger import KeyRef, UsageBatch
 from accounts.billing.prices import Charge
 from accounts.billing.spool import UsageSpool
@@ -51,12 +55,6 @@ def test_a_living_process_keeps_its_spool_and_a_dead_ones_is_adopted_once(tmp_pa
 def test_the_spool_keeper_stops_quietly_once_the_writer_thread_is_shut_down(settings, caplog):
     """At process exit the writer's executor is shut down before the daemon keeper wakes: the keeper
     must end, not log a failure every interval (and write to closed log streams) until the process dies."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-    from types import SimpleNamespace
-
-    from accounts.billing import writer
-
     settings.REALTIME_METER_FLUSH_SECONDS = 0.01
     executor = ThreadPoolExecutor(max_workers=1)
     executor.shutdown()
