@@ -145,11 +145,19 @@ class _KeyCache:
     def should_write_last_used(self, pk: str) -> bool:
         now = time.monotonic()
         with self._lock:
-            last = self._last_used_written.get(pk)
-            if last is not None and now - last < LAST_USED_WRITE_INTERVAL.total_seconds():
+            if not self._last_used_due(pk, now):
                 return False
             self._last_used_written[pk] = now
             return True
+
+    def last_used_due(self, pk: str) -> bool:
+        """Whether the next verification of ``pk`` writes ``last_used_at`` (nothing is marked)."""
+        with self._lock:
+            return self._last_used_due(pk, time.monotonic())
+
+    def _last_used_due(self, pk: str, now: float) -> bool:
+        last = self._last_used_written.get(pk)
+        return last is None or now - last >= LAST_USED_WRITE_INTERVAL.total_seconds()
 
     def clear(self) -> None:
         with self._lock:
@@ -249,8 +257,14 @@ def api_key_verify(*, raw: str | None) -> VerifiedKey:
 
 
 async def api_key_verify_async(*, raw: str | None) -> VerifiedKey:
-    """Async twin for consumers: format and cache checks run inline, the database in a thread."""
+    """Async twin for consumers: format and cache checks run inline; only a key not in the cache, or
+    one whose ``last_used_at`` is due (once a minute), takes the database thread, shared by every session."""
     from channels.db import database_sync_to_async
 
     key_check_format(raw)
+    assert raw is not None  # key_check_format refuses a missing key
+    verified = key_cache.get(key_digest(raw))
+    if verified is not None and not key_cache.last_used_due(verified.pk):
+        _check_validity(verified, timezone.now())
+        return verified
     return await database_sync_to_async(api_key_verify)(raw=raw)

@@ -118,3 +118,20 @@ async def test_a_connections_inline_merges_stop_once_its_run_is_written_or_its_s
     notes.sent(append)
     assert open_entry.count == count_before  # the forgotten session's run took no merge
     assert (1, "s") in timeline._writer.sessions  # the next note starts the session's state again
+
+
+async def test_a_session_with_no_open_run_is_still_forgotten_once_idle(monkeypatch):
+    from asgiref.sync import sync_to_async
+
+    monkeypatch.setattr(timeline, "database_sync_to_async", sync_to_async)
+    monkeypatch.setattr(timeline, "_write", lambda batch: None)
+    monkeypatch.setattr(timeline, "_prune", lambda: 0)
+    note_text("client", {"type": "response.create"})  # no run: the flush between full walks skips it
+    await timeline.timeline_flush()
+    assert (1, "s") in timeline._writer.sessions
+    timeline._writer.sessions[(1, "s")].touched -= timeline.IDLE_FORGET_SECONDS + 1
+    await timeline.timeline_flush()
+    assert (1, "s") in timeline._writer.sessions  # looked at again only by the next walk over every session
+    timeline._writer.next_scan -= timeline.SCAN_ALL_SECONDS
+    await timeline.timeline_flush()
+    assert (1, "s") not in timeline._writer.sessions

@@ -9,8 +9,8 @@ records' own, never the thread Channels' database_sync_to_async shares, so a con
 transaction per batch rather than one per session. (On SQLite, the embedded single-process default,
 opens use that shared thread: SQLite's in-memory test database locks a table against a second writing
 thread.) A session's end is only noted (``session_record_close``: no I/O, safe on the event loop); the
-same thread writes the noted ends every RECORD_FLUSH_SECONDS in one transaction. A write of ends that
-fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is never
+same thread writes the noted ends every RECORD_FLUSH_SECONDS, in one statement on PostgreSQL. A write
+of ends that fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is never
 left "live" by a transient error. Opens and ends share the one thread, so an end noted for an open
 already handed to it is written after that open.
 """
@@ -26,7 +26,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from project.bulk import default_database_vendor
+from project.bulk import default_database_vendor, rows_insert_postgresql
 from realtime.models import SessionRecord
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,13 @@ def _insert(batch: list[dict]) -> list[BaseException | None]:
     try:
         try:
             with transaction.atomic():
-                SessionRecord.objects.bulk_create([_record(fields) for fields in batch])
+                if default_database_vendor() == "postgresql":
+                    now = timezone.now()
+                    rows_insert_postgresql(model=SessionRecord, fields=_OPEN_FIELDS, rows=[
+                        (f["session_id"], f.get("client_key", ""), f["project_id"], f["api_key_pk"], f["key_id"],
+                         f["deployment_id"], f["dialect"], now, "") for f in batch])
+                else:
+                    SessionRecord.objects.bulk_create([_record(fields) for fields in batch])
             return [None] * len(batch)
         except IntegrityError:
             pass
@@ -128,6 +134,10 @@ def _insert(batch: list[dict]) -> list[BaseException | None]:
         return [exc] * len(batch)
     finally:
         close_old_connections()
+
+
+_OPEN_FIELDS = ("session_id", "client_key", "project", "api_key", "key_id", "deployment", "dialect", "started_at",
+                "close_reason")
 
 
 def _record(fields: dict) -> SessionRecord:
@@ -187,11 +197,30 @@ def _write(closes: dict[str, tuple[datetime, str]]) -> None:
     close_old_connections()
     try:
         with transaction.atomic():
+            if default_database_vendor() == "postgresql":
+                _write_postgresql(closes)
+                return
             for session_id, (ended_at, reason) in closes.items():
                 SessionRecord.objects.filter(session_id=session_id, ended_at__isnull=True).update(
                     ended_at=ended_at, close_reason=reason)
     finally:
         close_old_connections()
+
+
+def _write_postgresql(closes: dict[str, tuple[datetime, str]]) -> None:
+    """Every noted end in one UPDATE (the ends as array parameters, unnested): a storm of 500 closes is
+    one statement rather than 500."""
+    import psycopg
+    from django.db import connection
+
+    table = connection.ops.quote_name(SessionRecord._meta.db_table)
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS record SET ended_at = ended.at, close_reason = ended.reason "
+            "FROM unnest(%b::varchar[], %b::timestamptz[], %b::varchar[]) AS ended(session_id, at, reason) "
+            "WHERE record.session_id = ended.session_id AND record.ended_at IS NULL",
+            [list(closes), [at for at, _ in closes.values()], [reason for _, reason in closes.values()]])
 
 
 # --- Reading -------------------------------------------------------------------------------------------

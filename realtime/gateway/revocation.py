@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from channels.layers import get_channel_layer
@@ -20,6 +21,11 @@ from realtime.gateway import availability
 from realtime.gateway.auth import api_keys_inactive
 
 logger = logging.getLogger(__name__)
+
+# A channel-layer group forgets its members after its expiry (a day) and when Redis restarts empty, so
+# the process joins a key's group again, but at most this often: one join per session was two Redis
+# commands and a task on every open of a connect storm. Meanwhile the re-check covers a lost notice.
+REJOIN_SECONDS = 60.0
 
 
 class KeyWatch:
@@ -41,6 +47,7 @@ class _Watcher:
 
     def __init__(self):
         self.watches: dict[str, set[KeyWatch]] = {}
+        self.joined: dict[str, float] = {}  # key -> when its group was last joined
         self.channel_name: str | None = None
         self._channel_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
@@ -59,10 +66,13 @@ class _Watcher:
                 if self.channel_name is None:
                     self.channel_name = await self.layer.new_channel()
                     self.tasks.append(loop.create_task(self._listen(), name="key-watch:listen"))
+        now = time.monotonic()
+        if not new_key and now - self.joined.get(watch.api_key_pk, 0.0) < REJOIN_SECONDS:
+            return
+        self.joined[watch.api_key_pk] = now
         join = self.layer.group_add(key_group(watch.api_key_pk), self.channel_name)
         if not new_key:
-            # Re-joined on every new session: a channel-layer group forgets members after its expiry.
-            self._background(join)
+            self._background(join)  # the group forgets members after its expiry: joined again, in passing
             return
         # A key new to this process: in the group before the session goes live, so a revocation right
         # after it opened is not sent to nobody (the re-check would only catch it seconds later).
@@ -79,6 +89,7 @@ class _Watcher:
         watches.discard(watch)
         if not watches:
             del self.watches[watch.api_key_pk]
+            self.joined.pop(watch.api_key_pk, None)
             if self.channel_name is not None:
                 self._background(self.layer.group_discard(key_group(watch.api_key_pk), self.channel_name))
 

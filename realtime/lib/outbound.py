@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import json
 import socket
@@ -57,14 +58,23 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
-def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(net, strict=False) for net in settings.OUTBOUND_ALLOWED_NETWORKS]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def allowed_networks() -> tuple[Network, ...]:
+    return _networks_parse(tuple(settings.OUTBOUND_ALLOWED_NETWORKS))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks_parse(spec: tuple[str, ...]) -> tuple[Network, ...]:
+    # Parsed once per setting value, not on every connect of a connect storm.
+    return tuple(ipaddress.ip_network(net, strict=False) for net in spec)
 
 
 def address_allowed(address: str | IPAddress, *, allowed: Iterable | None = None) -> bool:
     """True when the policy lets Switchboard connect to this address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
-    networks = list(allowed_networks() if allowed is None else allowed)
+    networks = allowed_networks() if allowed is None else tuple(allowed)
     if any(ip.version == net.version and ip in net for net in networks):
         return True
     embedded = _embedded_ipv4(ip)
@@ -75,11 +85,19 @@ def address_allowed(address: str | IPAddress, *, allowed: Iterable | None = None
 
 async def _resolve(host: str, port: int) -> list[tuple[int, tuple]]:
     """(family, sockaddr) of every address the host resolves to that the policy allows."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    usable: list[tuple[int, tuple]] = [
-        (family, sockaddr) for family, _, _, _, sockaddr in infos
-        if family in (socket.AF_INET, socket.AF_INET6) and address_allowed(str(sockaddr[0]))]
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    found: list[tuple[int, tuple]]
+    if literal is not None:  # an address as written needs no resolver thread (odd spellings do: below)
+        found = [(socket.AF_INET, (host, port)) if literal.version == 4 else (socket.AF_INET6, (host, port, 0, 0))]
+    else:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             proto=socket.IPPROTO_TCP)
+        found = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+    usable = [(family, sockaddr) for family, sockaddr in found
+              if family in (socket.AF_INET, socket.AF_INET6) and address_allowed(str(sockaddr[0]))]
     if not usable:
         raise DestinationRefused(errno.EACCES, "the address is on a loopback, private or otherwise internal "
                                  "network, which Switchboard does not connect to")

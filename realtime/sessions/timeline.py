@@ -34,6 +34,9 @@ RETENTION_DAYS = 30  # older entries are deleted by the writer, at most once an 
 PRUNE_EVERY_SECONDS = 3600.0
 IDLE_FORGET_SECONDS = 900  # a session noted nothing for this long: its state is forgotten (dialects
 # without an upstream never say they ended)
+# The flush looks at every session this often (to forget idle ones), and otherwise only at those with a
+# run open or that ended: 500 idle sessions cost a walk over 500 states a minute, not every second.
+SCAN_ALL_SECONDS = 60.0
 STRING_MAX = 400  # longer strings (base64 images, long instructions) are cut
 DELTA_TEXT_MAX = 4000  # merged text deltas keep this much text
 # Events whose payload is audio: the payload key is replaced by its size.
@@ -76,6 +79,8 @@ class _SessionState:
 class _Writer:
     pending: list[_Entry] = field(default_factory=list)
     sessions: dict[tuple[int, str], _SessionState] = field(default_factory=dict)
+    open: set[tuple[int, str]] = field(default_factory=set)  # a run open to merges, or ended
+    next_scan: float = 0.0
     task: asyncio.Task | None = None
     dropped: int = 0
     next_prune: float = 0.0
@@ -134,6 +139,7 @@ def timeline_note(*, project_id: int, session_id: str, direction: str, event: di
     state.entries += 1
     if kind in AUDIO_EVENTS or kind.endswith(".delta"):
         state.last[direction] = entry
+        _writer.open.add((project_id, session_id))
     else:
         state.last.pop(direction, None)
     if len(_writer.pending) >= PENDING_MAX:
@@ -187,6 +193,7 @@ def timeline_session_end(*, project_id: int, session_id: str) -> None:
     state = _writer.sessions.get((project_id, session_id))
     if state is not None:
         state.ended = True
+        _writer.open.add((project_id, session_id))
         _writer_ensure()
 
 
@@ -274,7 +281,16 @@ async def timeline_flush(*, everything: bool = False) -> None:
     now = time.monotonic()
     held_until = timezone.now() - timedelta(seconds=RUN_HOLD_SECONDS)
     open_runs: set[int] = set()
-    for key, state in list(_writer.sessions.items()):
+    if everything or now >= _writer.next_scan:
+        _writer.next_scan = now + SCAN_ALL_SECONDS
+        keys = list(_writer.sessions)
+    else:
+        keys = list(_writer.open)  # the others have no run to close and ended not: nothing to do yet
+    still_open: set[tuple[int, str]] = set()
+    for key in keys:
+        state = _writer.sessions.get(key)
+        if state is None:
+            continue
         if state.merges != state.merges_seen:
             state.merges_seen, state.touched = state.merges, now
         if state.ended or now - state.touched > IDLE_FORGET_SECONDS:
@@ -288,6 +304,9 @@ async def timeline_flush(*, everything: bool = False) -> None:
                     open_runs.add(id(entry))
                 else:
                     del state.last[direction]
+            if state.last:
+                still_open.add(key)
+    _writer.open = still_open
     batch = [entry for entry in _writer.pending if id(entry) not in open_runs]
     _writer.pending = [entry for entry in _writer.pending if id(entry) in open_runs]
     if _writer.dropped:
