@@ -1,8 +1,9 @@
 """Is this process able to take a new session? PostgreSQL and Redis reachability, and draining.
 
-A monitor task (started by realtime.gateway.liveness with the heartbeat) probes both dependencies every
-second with short timeouts, on connections of its own (never Django's shared database thread, which a
-hung database blocks). A failed probe, or an outage error met anywhere on the admission path, marks the
+A monitor task (started by realtime.gateway.liveness with the heartbeat) looks at both dependencies every
+second with short timeouts: the heartbeat's own Redis round trip is the Redis probe, and PostgreSQL is
+probed on a connection of the monitor's own (never Django's shared database thread, which a hung
+database blocks). A failed probe, or an outage error met anywhere on the admission path, marks the
 dependency down: one WARNING line per outage, one INFO line when it is back. While a dependency is
 down or the process drains, ``admission_check`` refuses a new session at once with a coded error
 (``service_unavailable``, close 1013; ``server_shutting_down``, close 1012) instead of accepting it and
@@ -149,28 +150,13 @@ def ready() -> tuple[bool, dict[str, str]]:
 # --- Probes ------------------------------------------------------------------------------------------
 
 class Prober:
-    """Connections of the monitor's own (reused while they work), each call bounded in time."""
+    """The database probe's connection of the monitor's own (reused while it works), each call bounded
+    in time. Redis needs no probe of its own: the heartbeat (liveness.beat) is a Redis round trip every
+    second, and marks Redis up or down."""
 
     def __init__(self) -> None:
-        self._redis: Any = None  # redis.asyncio.Redis, made on first use
         self._pg: Any = None  # psycopg.AsyncConnection, made on first use
         self._pg_task: asyncio.Task | None = None
-
-    async def redis(self) -> None:
-        if not settings.REDIS_URL:
-            return
-        import redis.asyncio
-
-        if self._redis is None:
-            self._redis = redis.asyncio.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=PROBE_TIMEOUT_SECONDS, socket_connect_timeout=PROBE_TIMEOUT_SECONDS)
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):  # not wait_for: it can swallow a cancel (gh-86296)
-                await self._redis.ping()
-        except BaseException:
-            client, self._redis = self._redis, None
-            await _quietly(client.aclose())
-            raise
 
     async def database(self) -> None:
         """``select 1`` in a task of its own, awaited at most PROBE_TIMEOUT_SECONDS: a hung server is
@@ -205,33 +191,22 @@ class Prober:
             raise
 
     async def probe(self) -> None:
-        """Probe both; mark each up or down."""
-        for dependency, check in ((redis_dependency, self.redis), (database_dependency, self.database)):
-            try:
-                await check()
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                dependency.mark_down(f"no answer within {PROBE_TIMEOUT_SECONDS:.1f} s"
-                                     if isinstance(exc, asyncio.TimeoutError) else exc)
-            else:
-                dependency.mark_up()
+        """Probe the database; mark it up or down."""
+        try:
+            await self.database()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            database_dependency.mark_down(f"no answer within {PROBE_TIMEOUT_SECONDS:.1f} s"
+                                          if isinstance(exc, asyncio.TimeoutError) else exc)
+        else:
+            database_dependency.mark_up()
 
     async def close(self) -> None:
         if self._pg_task is not None:
             self._pg_task.cancel()
-        if self._redis is not None:
-            await _quietly(self._redis.aclose())
         if self._pg is not None:
             _quietly_sync(self._pg.pgconn.finish)
-
-
-async def _quietly(coro) -> None:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-            await coro
-    except Exception:
-        pass
 
 
 def _quietly_sync(call) -> None:

@@ -10,8 +10,8 @@ Each process runs one monitor task (started on its first request):
   stale at once. Ownership records and slot keys carry long TTLs only to clean up after dead
   processes; the beat renews the few that near theirs (OWNER_RENEW_SECONDS). The same round trip
   reads the deployments' generation (realtime.agents.deployment_cache);
-- it probes PostgreSQL and Redis (realtime.gateway.availability), so new sessions are refused at once
-  during an outage.
+- the beat's outcome marks Redis up or down, and it probes PostgreSQL (realtime.gateway.availability),
+  so new sessions are refused at once during an outage.
 
 When the beat finds its heartbeat gone (Redis was unreachable for longer than the lease, or restarted
 empty), other processes may have removed this one's slots meanwhile: that beat writes every slot and
@@ -148,7 +148,10 @@ async def _beat_once(client) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        availability.redis_dependency.mark_down(exc)
+        availability.redis_dependency.mark_down(
+            f"no answer within {availability.PROBE_TIMEOUT_SECONDS:.1f} s" if isinstance(exc, TimeoutError) else exc)
+    else:
+        availability.redis_dependency.mark_up()  # the beat is the Redis probe: one round trip a second, not two
 
 
 async def _monitor() -> None:
