@@ -10,9 +10,9 @@ transaction per batch rather than one per session. (On SQLite, the embedded sing
 opens use that shared thread: SQLite's in-memory test database locks a table against a second writing
 thread.) A session's end is only noted (``session_record_close``: no I/O, safe on the event loop); the
 same thread writes the noted ends every RECORD_FLUSH_SECONDS, in one statement on PostgreSQL. A write
-of ends that fails (the database away, SQLite busy) is kept and tried again at the next flush, so a record is never
-left "live" by a transient error. Opens and ends share the one thread, so an end noted for an open
-already handed to it is written after that open.
+of ends that fails (the database away, SQLite busy) is kept and tried again at the next flush, so a
+record is never left "live" by a transient error. Opens and ends share the one thread, so an end noted
+for an open already handed to it is written after that open.
 """
 from __future__ import annotations
 
@@ -113,9 +113,8 @@ def _insert(batch: list[dict]) -> list[BaseException | None]:
             with transaction.atomic():
                 if default_database_vendor() == "postgresql":
                     now = timezone.now()
-                    rows_insert_postgresql(model=SessionRecord, fields=_OPEN_FIELDS, rows=[
-                        (f["session_id"], f.get("client_key", ""), f["project_id"], f["api_key_pk"], f["key_id"],
-                         f["deployment_id"], f["dialect"], now, "") for f in batch])
+                    rows_insert_postgresql(model=SessionRecord, fields=_OPEN_FIELDS,
+                                           rows=[_open_row(fields, now) for fields in batch])
                 else:
                     SessionRecord.objects.bulk_create([_record(fields) for fields in batch])
             return [None] * len(batch)
@@ -138,6 +137,12 @@ def _insert(batch: list[dict]) -> list[BaseException | None]:
 
 _OPEN_FIELDS = ("session_id", "client_key", "project", "api_key", "key_id", "deployment", "dialect", "started_at",
                 "close_reason")
+
+
+def _open_row(fields: dict, started_at: datetime) -> tuple:
+    """``_record``'s values in the order of _OPEN_FIELDS (PostgreSQL's unnested INSERT)."""
+    return (fields["session_id"], fields.get("client_key", ""), fields["project_id"], fields["api_key_pk"],
+            fields["key_id"], fields["deployment_id"], fields["dialect"], started_at, "")
 
 
 def _record(fields: dict) -> SessionRecord:

@@ -285,7 +285,7 @@ async def timeline_flush(*, everything: bool = False) -> None:
         _writer.next_scan = now + SCAN_ALL_SECONDS
         keys = list(_writer.sessions)
     else:
-        keys = list(_writer.open)  # the others have no run to close and ended not: nothing to do yet
+        keys = list(_writer.open)  # the others have no open run and have not ended: nothing to do yet
     still_open: set[tuple[int, str]] = set()
     for key in keys:
         state = _writer.sessions.get(key)
