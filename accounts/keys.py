@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from project.singleflight import Flights
+
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
@@ -166,6 +168,7 @@ class _KeyCache:
 
 
 key_cache = _KeyCache()
+_verify_flights: Flights[VerifiedKey] = Flights("api-key-verify")
 
 
 def api_key_unusable_reason(
@@ -263,8 +266,10 @@ async def api_key_verify_async(*, raw: str | None) -> VerifiedKey:
 
     key_check_format(raw)
     assert raw is not None  # key_check_format refuses a missing key
-    verified = key_cache.get(key_digest(raw))
+    digest = key_digest(raw)
+    verified = key_cache.get(digest)
     if verified is not None and not key_cache.last_used_due(verified.pk):
         _check_validity(verified, timezone.now())
         return verified
-    return await database_sync_to_async(api_key_verify)(raw=raw)
+    # Opens of the same key arriving together (a cold cache) share one trip to the database thread.
+    return await _verify_flights.run(digest, lambda: database_sync_to_async(api_key_verify)(raw=raw))

@@ -364,6 +364,38 @@ async def test_an_idle_session_is_closed(dialect, server_url, upstream, project,
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
+async def test_opens_arriving_together_on_a_cold_process_read_the_key_and_the_deployment_once(
+        dialect, server_url, upstream, dev_key, monkeypatch):
+    """A restarted process meets its clients' reconnects with empty caches: the opens share one key
+    look-up and one deployment load, rather than each queueing its own on the database thread."""
+    import accounts.keys
+    import realtime.gateway.session as gateway_session
+    from realtime.agents.deployment_cache import deployment_cache_clear
+
+    loads = {"key": 0, "deployment": 0}
+
+    def counted(name, load):
+        def counting(**kwargs):
+            loads[name] += 1
+            return load(**kwargs)
+        return counting
+
+    monkeypatch.setattr(accounts.keys, "api_key_verify", counted("key", accounts.keys.api_key_verify))
+    monkeypatch.setattr(gateway_session, "_deployment_load", counted("deployment", gateway_session._deployment_load))
+    key_cache.clear()
+    deployment_cache_clear()
+    _, raw = dev_key
+    clients = await asyncio.gather(*(open_client(dialect, server_url, raw, upstream) for _ in range(8)))
+    try:
+        for client in clients:
+            await client.roundtrip()
+        assert loads["key"] == 1
+        assert loads["deployment"] == (1 if dialect in ("realtime", "conversation") else 0)  # tasks and rooms resolve none on connecting
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_session_is_closed_at_its_maximum_duration(dialect, server_url, upstream, project, dev_key, settings):
     settings.REALTIME_MAX_SESSION_SECONDS = 1
     _, raw = dev_key

@@ -1,7 +1,10 @@
 """Limit building blocks: the token bucket, client frame admission and concurrent-session slots."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from realtime.gateway import limits
@@ -41,3 +44,25 @@ async def test_session_slots_are_counted_per_key():
     assert await limits.session_slot_acquire(key_id="k1", session_id="c", limit=2)
     for key_id, sid in [("k1", "b"), ("k1", "c"), ("k2", "c")]:
         await limits.session_slot_release(key_id=key_id, session_id=sid)
+
+
+async def test_new_redis_connections_skip_the_package_metadata(monkeypatch):
+    """redis-py would parse its own METADATA (importlib.metadata) for every connection it opens, about
+    3 ms of the event loop each, and a fresh process's first connect storm opens a pool's worth."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (the PostgreSQL run has it)")
+    from importlib import metadata
+
+    from realtime.lib.redis_options import redis_options
+
+    redis_options()  # resolved once per process, here before counting
+    looked_up: list[str] = []
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: looked_up.append(name) or version(name))
+    client = limits.redis_client()
+    try:
+        infos = await asyncio.gather(*(client.client_info() for _ in range(5)))  # several connections at once
+    finally:
+        await client.connection_pool.disconnect()
+    assert looked_up == []
+    assert len({info["id"] for info in infos}) > 1  # the pool did open new connections

@@ -87,10 +87,12 @@ _clients: dict[str, Any] = {}
 def _redis_sync():
     import redis
 
+    from realtime.lib.redis_options import redis_options
+
     client = _clients.get(settings.REDIS_URL)
     if client is None:
         client = _clients[settings.REDIS_URL] = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, **redis_options())
     return client
 
 

@@ -148,6 +148,8 @@ def redis_client():
 
     import redis.asyncio
 
+    from realtime.lib.redis_options import redis_options
+
     loop = asyncio.get_running_loop()
     client = _redis_clients.get(loop)
     if client is None:
@@ -157,7 +159,7 @@ def redis_client():
         # connection instead of failing with "Too many connections" (and leaving its slot held).
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             settings.REDIS_URL, decode_responses=True, max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=REDIS_POOL_WAIT_SECONDS)
+            timeout=REDIS_POOL_WAIT_SECONDS, **redis_options())
         client = _redis_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return client
 

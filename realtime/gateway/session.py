@@ -37,6 +37,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
+from project.singleflight import Flights
 from realtime.agents.deployment_cache import deployment_cache_get, deployment_cache_put
 from realtime.gateway import availability, buffer, limits, metrics, upstream
 from realtime.gateway.auth import ConnectionAuth, api_keys_inactive
@@ -160,8 +161,10 @@ class GatewaySession:
             # A known deployment comes from the process's cache: the common open reads no database.
             resolved = deployment_cache_get(project_id=self.auth.project_id, environment_id=self.auth.environment_id,
                                             deployment_key=deployment_key)
-            if resolved is None:
-                resolved = await database_sync_to_async(_deployment_load)(auth=self.auth, deployment_key=deployment_key)
+            if resolved is None:  # opens of the same deployment arriving together share one load
+                resolved = await _deployment_flights.run(
+                    (self.auth.project_id, self.auth.environment_id, deployment_key),
+                    lambda: database_sync_to_async(_deployment_load)(auth=self.auth, deployment_key=deployment_key))
             if resolved is None:
                 raise _refused("deployment_not_found", "No such deployment in this key's environment.",
                                limits.CLOSE_NOT_FOUND)
@@ -459,6 +462,9 @@ class GatewaySession:
             except Exception as exc:
                 availability.failure_logged(logger, "release step failed for session %s", exc, self.session_id)
         await self.lifecycle.release(reason=reason)
+
+
+_deployment_flights: Flights = Flights("deployment")
 
 
 def _deployment_load(*, auth: ConnectionAuth, deployment_key: str | None):

@@ -57,8 +57,10 @@ def task_notices_listen(handler: Handler) -> None:
 async def _listen() -> None:
     import redis.asyncio
 
+    from realtime.lib.redis_options import redis_options
+
     while True:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True, **redis_options())
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(_channel())
