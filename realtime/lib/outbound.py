@@ -32,6 +32,8 @@ import websockets
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 
+from realtime.lib.keepalive import keepalive_add
+
 CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 
@@ -173,14 +175,13 @@ async def websocket_connect(
         if secure:
             options["server_hostname"] = host
     try:
-        return await websockets.connect(
+        connection = await websockets.connect(
             url,
             additional_headers=headers or {},
             subprotocols=subprotocols,  # type: ignore[arg-type]
             max_size=max_size,
             open_timeout=open_timeout,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=None,  # the process's keepalive pings it instead (realtime.lib.keepalive)
             compression=None,  # realtime audio does not compress; deflate costs latency and CPU
             proxy=None,  # a proxy from the environment would connect somewhere the policy never saw
             **options,  # with a socket of ours, websockets refuses to follow redirects
@@ -189,6 +190,8 @@ async def websocket_connect(
         if "sock" in options:
             options["sock"].close()
         raise
+    keepalive_add(connection)
+    return connection
 
 
 class _PolicyBackend(httpcore.AsyncNetworkBackend):
