@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import math
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,6 @@ import websockets
 
 from realtime.lib import audio
 from realtime.local_agent.speech.stt import speech_to_text
-from realtime.local_agent.speech.tts import text_to_speech
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), pytest.mark.xdist_group("voice")]
 
@@ -65,9 +67,22 @@ async def connect(server, **kwargs) -> AgentClient:
     return client
 
 
+@functools.cache
+def _speaker(text: str, rate: int) -> bytes:
+    """The test speaker's PCM16, made by eSpeak NG in a process of its own. eSpeak carries state from one
+    synthesis to the next (this voice's breath noise draws on the C library's rand(), and its echo), so
+    in the test process the sentence came out a little different depending on what was spoken before,
+    and 8 kHz recognition of it failed about one G.711 run in twelve. A fresh process says it the same way every
+    time."""
+    script = ("import sys; from realtime.local_agent.speech.tts import text_to_speech; "
+              "sys.stdout.buffer.write(text_to_speech(sys.argv[1], sample_rate=int(sys.argv[2]), voice=sys.argv[3]))")
+    return subprocess.run([sys.executable, "-c", script, text, str(rate), SPOKEN_VOICE], check=True,
+                          capture_output=True, cwd=Path(__file__).resolve().parent.parent, timeout=60).stdout
+
+
 def spoken_pcm(text: str, rate: int, artifacts_dir=None) -> bytes:
-    """Speech made by eSpeak NG now, padded with silence like a real microphone, through a WAV file."""
-    pcm = text_to_speech(text, sample_rate=rate, voice=SPOKEN_VOICE)
+    """Speech made by eSpeak NG, padded with silence like a real microphone, through a WAV file."""
+    pcm = _speaker(text, rate)
     wav = audio.wav_bytes(b"\0" * (rate // 2 * 2) + pcm + b"\0" * (rate * 2 * 2), rate)
     if artifacts_dir is not None:
         (artifacts_dir / "local_agent_utterance.wav").write_bytes(wav)
