@@ -449,6 +449,38 @@ async def test_manual_commit_and_turn_detection_without_automatic_response(agent
     await client.ws.close()
 
 
+async def test_events_sent_back_to_back_are_answered_in_the_order_sent(agent):
+    """Audio-side events (append, commit, clear) are processed by the session's input task; the events
+    sent after them are answered only after them: a clear's answer comes before the next item's, and a
+    commit followed at once by response.create (push to talk) answers with the committed turn first."""
+    client = await connect(agent)
+    await client.send("session.update", session={"audio": {"input": {"turn_detection": None}}})
+    await client.until("session.updated")
+    half_second_of_silence = base64.b64encode(b"\0" * 24000).decode()
+    await client.send("input_audio_buffer.append", audio=half_second_of_silence)
+    await client.send("input_audio_buffer.clear")
+    await client.send("conversation.item.create", item={
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello there"}]})
+    await client.send("input_audio_buffer.append", audio=half_second_of_silence)
+    await client.send("input_audio_buffer.commit")
+    await client.send("response.create")
+    events = await client.until("response.done", timeout=60)
+
+    def milestone(event: dict) -> str | None:
+        if event["type"] == "conversation.item.added" and event["item"].get("role") == "user":
+            return "added " + event["item"]["content"][0]["type"]
+        if event["type"] in ("input_audio_buffer.cleared", "input_audio_buffer.committed", "response.created",
+                             "response.done", "error"):
+            return event["type"]
+        return None
+
+    assert [m for e in events if (m := milestone(e))] == [
+        "input_audio_buffer.cleared", "added input_text", "input_audio_buffer.committed", "added input_audio",
+        "response.created", "response.done"]
+    assert events[-1]["response"]["usage"]["input_token_details"]["audio_tokens"] > 0  # the turn is in it
+    await client.ws.close()
+
+
 async def test_replies_come_from_a_configured_chat_completions_endpoint(server_factory):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -4,7 +4,9 @@ Client events arrive through ``handle_text`` (in order, from the WebSocket endpo
 server event goes through ``emit``, which serialises it at once onto one outbox drained by one
 writer task, so events leave in the order they were produced. Audio-side client events
 (append/commit/clear) are processed in order by one input task (VAD and recognition in a recognition
-worker); a response is one task at a time. All tasks are named, tracked, and cancelled and awaited by ``close``.
+worker); every other client event waits until the audio-side events sent before it are processed, so
+answers keep the client's order (a commit then response.create answers with the committed turn in the
+response, a clear's ``cleared`` comes before the next event's answer). A response is one task at a time. All tasks are named, tracked, and cancelled and awaited by ``close``.
 """
 from __future__ import annotations
 
@@ -76,6 +78,8 @@ class Session:
         self._send = send
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._input: asyncio.Queue = asyncio.Queue()
+        self._input_idle = asyncio.Event()  # set while no audio-side event waits or is being processed
+        self._input_idle.set()
         self._tasks: set[asyncio.Task] = set()
         self.items: list[dict] = []
         self._audio_ms: dict[str, float] = {}  # user audio item id -> duration, for usage
@@ -92,7 +96,8 @@ class Session:
 
     async def start(self) -> None:
         self._spawn(self._writer(), "writer")
-        self._spawn(self._input_loop(), "input")
+        input_task = self._spawn(self._input_loop(), "input")
+        input_task.add_done_callback(lambda _: self._input_idle.set())  # nobody waits on an ended loop
         self._spawn(workers.warm_up(), "warm-up")
         self.emit("session.created", session=self.config)
 
@@ -162,6 +167,8 @@ class Session:
                        event_id=client_event_id)
             return
         try:
+            if handler not in _AUDIO_SIDE:
+                await self._input_idle.wait()
             await handler(self, event)
         except ProtocolError as exc:
             self.error(exc.code, str(exc), param=exc.param, event_id=client_event_id)
@@ -176,7 +183,7 @@ class Session:
         self.config = new
         if new["audio"]["input"]["format"] != old_input["format"] or \
                 new["audio"]["input"]["turn_detection"] != old_input["turn_detection"]:
-            self._input.put_nowait(("listen", new["audio"]["input"]))
+            self._input_put(("listen", new["audio"]["input"]))
         self.emit("session.updated", session=self.config)
 
     # input_audio_buffer.*
@@ -194,13 +201,13 @@ class Session:
             raise ProtocolError("input_audio_buffer_full",
                                 "The input audio buffer is full (15 MiB); commit or clear it first.", param="audio")
         self._buffered += len(data)
-        self._input.put_nowait(("append", data, fmt))
+        self._input_put(("append", data, fmt))
 
     async def _on_commit(self, event: dict) -> None:
-        self._input.put_nowait(("commit", event.get("event_id")))
+        self._input_put(("commit", event.get("event_id")))
 
     async def _on_clear(self, event: dict) -> None:
-        self._input.put_nowait(("clear", event.get("event_id")))
+        self._input_put(("clear", event.get("event_id")))
 
     @property
     def listener(self) -> Listener:
@@ -218,9 +225,15 @@ class Session:
         self._speech_item_id = None
         return self._listener
 
+    def _input_put(self, item: tuple) -> None:
+        self._input_idle.clear()
+        self._input.put_nowait(item)
+
     async def _input_loop(self) -> None:
         self._listen(self.config["audio"]["input"]["format"]["type"])
         while True:
+            if self._input.empty():
+                self._input_idle.set()
             kind, *args = await self._input.get()
             if kind == "append":
                 await self._audio_in(*args)
@@ -657,6 +670,9 @@ def _validated_item(item) -> dict:
     item["status"] = "completed"
     return item
 
+
+# Queued for the input task in arrival order; the other handlers first wait for that queue to drain.
+_AUDIO_SIDE = {Session._on_append, Session._on_commit, Session._on_clear}
 
 _HANDLERS = {
     "session.update": Session._on_session_update,
