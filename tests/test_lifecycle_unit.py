@@ -87,18 +87,20 @@ async def settled(transactional_db):
     in-process server's background writers (usage, timeline) have written what they hold, so nothing
     of it reaches the next test's database (the next test's flush would find rows it never made)."""
     from accounts.billing.writer import usage_report
+    from realtime.gateway.lifecycle import lifecycles_released
     from realtime.gateway.records import records_flush
     from realtime.sessions.timeline import timeline_flush
 
     yield
     async with asyncio.timeout(TIMEOUT):
+        await lifecycles_released()  # a session still opening has no record to wait for yet
         while True:
             await records_flush()  # what the server noted so far, written now
             if not await sync_to_async(SessionRecord.objects.filter(ended_at__isnull=True).exists)():
                 break
             await asyncio.sleep(0.05)  # released in the server's own time
     await usage_report(None)  # whatever the usage writer took is written
-    await timeline_flush(everything=True)
+    await timeline_flush(everything=True)  # and what its periodic flush took a moment ago
 
 
 @pytest_asyncio.fixture(loop_scope="module")

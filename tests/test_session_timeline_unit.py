@@ -135,3 +135,36 @@ async def test_a_session_with_no_open_run_is_still_forgotten_once_idle(monkeypat
     timeline._writer.next_scan -= timeline.SCAN_ALL_SECONDS
     await timeline.timeline_flush()
     assert (1, "s") not in timeline._writer.sessions
+
+
+async def test_a_flush_returns_only_once_a_flush_already_under_way_has_written(monkeypatch):
+    """Shutdown and the tests flush 'everything' and then expect nothing noted before to be in flight:
+    a periodic flush that took the entries a moment earlier must have committed them by then."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    release, started = threading.Event(), threading.Event()
+    written: list = []
+
+    def slow_write(batch):
+        started.set()
+        release.wait(10)
+        written.extend(batch)
+
+    monkeypatch.setattr(timeline, "database_sync_to_async", sync_to_async)
+    monkeypatch.setattr(timeline, "_write", slow_write)
+    timeline._writer.next_prune = float("inf")
+    note_text("client", {"type": "response.create"})
+    periodic = asyncio.create_task(timeline.timeline_flush())
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+    written_when_returned: list[int] = []
+    final = asyncio.create_task(timeline.timeline_flush(everything=True))
+    final.add_done_callback(lambda _: written_when_returned.append(len(written)))
+    for _ in range(20):  # without the wait, the final flush (nothing left to take) is done within a few turns
+        await asyncio.sleep(0)
+    assert not final.done()
+    release.set()
+    await asyncio.gather(periodic, final)
+    assert written_when_returned == [1]

@@ -84,9 +84,18 @@ class _Writer:
     task: asyncio.Task | None = None
     dropped: int = 0
     next_prune: float = 0.0
+    flushing: asyncio.Lock | None = None  # one flush at a time, per event loop (tests run one loop per test)
+    flushing_loop: asyncio.AbstractEventLoop | None = None
 
 
 _writer = _Writer()
+
+
+def _flush_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    if _writer.flushing is None or _writer.flushing_loop is not loop:
+        _writer.flushing, _writer.flushing_loop = asyncio.Lock(), loop
+    return _writer.flushing
 
 
 def _cut(value, depth: int = 0):
@@ -277,7 +286,13 @@ async def _writer_run() -> None:
 async def timeline_flush(*, everything: bool = False) -> None:
     """Write the pending entries. A run of audio or deltas still open to merges waits, up to
     RUN_HOLD_SECONDS, so a stream of audio is a row every few seconds rather than every flush; once
-    written, later merges go into a new entry. ``everything``: write open runs too (tests, shutdown)."""
+    written, later merges go into a new entry. ``everything``: write open runs too (tests, shutdown).
+    Returns once a flush already under way has written too: after it, nothing noted before is in flight."""
+    async with _flush_lock():
+        await _flush(everything=everything)
+
+
+async def _flush(*, everything: bool) -> None:
     now = time.monotonic()
     held_until = timezone.now() - timedelta(seconds=RUN_HOLD_SECONDS)
     open_runs: set[int] = set()
