@@ -1,6 +1,9 @@
 """Offline speech engines: eSpeak NG synthesis, pocketsphinx recognition, webrtcvad turn detection."""
 import asyncio
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +44,29 @@ def test_every_new_decoder_hears_its_first_utterance():
             decoder.process_raw(padded[offset:offset + 3200], False, False)
         decoder.end_utt()
         assert {"weather", "paris"} <= set(decoder.hyp().hypstr.split()), decoder.hyp().hypstr
+
+
+_BAND_MEAN = """
+import sys
+import django
+django.setup()
+from realtime.local_agent.speech import stt
+for narrowband in [band == "narrow" for band in sys.argv[1:]]:
+    stt.new_decoder(narrowband=narrowband)
+print(stt._cepstral_means[True])
+"""
+
+
+def _narrowband_mean_after(*bands: str) -> str:
+    """The narrowband decoder's calibrated mean in a fresh process that calibrated ``bands`` in order."""
+    return subprocess.run([sys.executable, "-c", _BAND_MEAN, *bands], check=True, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120).stdout.strip()
+
+
+def test_a_bands_calibration_does_not_depend_on_what_the_worker_calibrated_before():
+    # A G.711 listener lands on whichever worker is least loaded; one that calibrated the wideband decoder
+    # first used to start narrowband decoders from another mean, and hear the same speech differently.
+    assert _narrowband_mean_after("wide", "narrow") == _narrowband_mean_after("narrow")
 
 
 def test_the_vocabulary_is_the_most_probable_words_with_all_their_pronunciations():

@@ -9,7 +9,7 @@ import tempfile
 import threading
 
 from realtime.lib import audio
-from realtime.local_agent.speech.tts import text_to_speech
+from realtime.local_agent.speech.tts import synthesize
 
 STT_RATE = 16000  # pocketsphinx's en-us model works at 16 kHz
 
@@ -89,12 +89,24 @@ def new_decoder(*, narrowband: bool = False, options: dict | None = None, vocabu
             # calibration utterance at the input's band, as a session's first seconds would do, gives
             # the mean every later decoder of this band starts from.
             rate = 8000 if narrowband else STT_RATE
-            calibration = audio.resample(text_to_speech(_CALIBRATION, sample_rate=rate), rate, STT_RATE)
+            pcm, native_rate = _calibration_speech()
+            calibration = audio.resample(audio.resample(pcm, native_rate, rate), rate, STT_RATE)
             decoder.start_utt()
             decoder.process_raw(calibration, False, True)
             decoder.end_utt()
             _cepstral_means[narrowband] = decoder.get_cmn(False)
     return decoder
+
+
+@functools.cache
+def _calibration_speech() -> tuple[bytes, int]:
+    """The calibration sentence as eSpeak says it, once per process; both bands start from these same
+    samples. eSpeak's output depends on everything the process synthesised before (it draws on the C
+    library's rand()), so a second synthesis of the sentence differs from the first: the narrowband mean
+    depended on whether the wideband decoder had been calibrated first in that worker, and a G.711
+    session's transcript on which worker it landed. A recognition worker synthesises nothing else, so
+    this is its first synthesis and the same in every worker."""
+    return synthesize(_CALIBRATION, voice="alloy")
 
 
 class Recognizer:
