@@ -11,7 +11,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 # make run serves with uvicorn, the production server (README.md, "Running several processes"): frames
 # and messages up to 16 MiB reach the application, which answers over-size ones with frame_too_large.
-SERVER_ARGS := --loop uvloop --http httptools --ws websockets-sansio --ws-per-message-deflate false --ws-max-size 16777216 --lifespan off
+SERVER_ARGS := --loop uvloop --http httptools --ws realtime.lib.frames:ServerWebSocketProtocol --ws-per-message-deflate false --ws-max-size 16777216 --lifespan off
 
 .PHONY: install run test lint test-postgres test-sqlite services chromium haproxy bench clean
 

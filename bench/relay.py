@@ -497,7 +497,7 @@ def server_commands(py: str, app: str = "project.asgi:application") -> dict[str,
     bin_dir = Path(py).parent
     return {
         "daphne": [py, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app],
-        "uvicorn": [*uvicorn, "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
+        "uvicorn": [*uvicorn, "--ws", "realtime.lib.frames:ServerWebSocketProtocol", "--ws-per-message-deflate", "false"],
         "uvicorn-websockets": [*uvicorn, "--ws", "websockets", "--ws-per-message-deflate", "false"],
         "uvicorn-wsproto": [*uvicorn, "--ws", "wsproto", "--ws-per-message-deflate", "false"],
         # NOT_REQUIRED: measured, not chosen.

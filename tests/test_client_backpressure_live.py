@@ -29,7 +29,7 @@ FLOOD_DELTAS = 3200  # 200 MiB: far beyond the limit, and beyond what the test a
 MAX_GROWTH_KIB = 16 * 1024  # measured: about 4.5 MiB for a 1 MiB limit
 
 UVICORN = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
-           "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
+           "--loop", "uvloop", "--http", "httptools", "--ws", "realtime.lib.frames:ServerWebSocketProtocol", "--ws-per-message-deflate", "false",
            "--lifespan", "off", "--no-access-log"]  # the production command (README.md)
 
 

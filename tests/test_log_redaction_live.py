@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 CREDENTIAL = "upstream-credential-7f3a9c2e"
 UVICORN = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
-           "--lifespan", "off", "--ws", "websockets-sansio", "--log-level", "debug"]
+           "--lifespan", "off", "--ws", "realtime.lib.frames:ServerWebSocketProtocol", "--log-level", "debug"]
 
 
 async def full_sessions(server, project, row, raw) -> list[str]:

@@ -14,7 +14,7 @@ import websockets
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 UVICORN = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", "{port}",
-           "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
+           "--loop", "uvloop", "--http", "httptools", "--ws", "realtime.lib.frames:ServerWebSocketProtocol", "--ws-per-message-deflate", "false",
            "--lifespan", "off", "--no-access-log"]  # the production command (README.md)
 PATHS = ["/", "/?deploymentKey=d&channelKey=c&apiKey=k", "/v1/realtimee", "/api/v1/realtime", "/no/such/path",
          "/agents/local/v2/realtime"]

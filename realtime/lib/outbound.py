@@ -32,6 +32,7 @@ import websockets
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 
+from realtime.lib.frames import UpstreamClientConnection
 from realtime.lib.keepalive import keepalive_add
 
 CONNECT_TIMEOUT = 10.0
@@ -184,6 +185,7 @@ async def websocket_connect(
             ping_interval=None,  # the process's keepalive pings it instead (realtime.lib.keepalive)
             compression=None,  # realtime audio does not compress; deflate costs latency and CPU
             proxy=None,  # a proxy from the environment would connect somewhere the policy never saw
+            create_connection=UpstreamClientConnection,  # lets go of each received payload once delivered
             **options,  # with a socket of ours, websockets refuses to follow redirects
         )
     except BaseException:

@@ -45,7 +45,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
 # The README's production command line (one process per port).
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--ws", "realtime.lib.frames:ServerWebSocketProtocol",
                  "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log"]
 
 _live: list[Any] = []  # everything started and not yet stopped: torn down at exit if a test forgot
