@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import platform
@@ -853,36 +854,55 @@ async def idle_cpu(target: Target, sessions: int, seconds: float, concurrency: i
     }
 
 
-async def pingpong(target: Target, levels: list[int], events: int, concurrency: int, database: str,
-                   timeout: float) -> dict:
-    """For each level, on sessions opened ``concurrency`` at a time (the next level adds to the last's):
-    one append in flight per session, ``events`` round trips in all (at least 20 per session); CPU
-    of the relay, PostgreSQL and Redis per round trip."""
-    sockets: list[ClientConnection] = []
-    out = {}
+async def pingpong(targets: list[Target], levels: list[int], events: int, rounds: int, concurrency: int,
+                   database: str, timeout: float) -> dict[str, dict]:
+    """For each level, on sessions opened ``concurrency`` at a time on every target (the next level adds
+    to the last's): one append in flight per session, ``events`` round trips per target (at least 20 per
+    session), in ``rounds`` turns. The targets take turns, the order flipping every round, so a drift
+    of the shared machine over the level (other people's load, a client growing busier) falls on each
+    alike; CPU of the relay, PostgreSQL and Redis per round trip, summed over a target's turns."""
+    sockets: dict[str, list[ClientConnection]] = {target.name: [] for target in targets}
+    out: dict[str, dict] = {target.name: {} for target in targets}
     try:
         for level in levels:
-            sockets += await sessions_open(target, level - len(sockets), concurrency)
-            per_session = max(20, events // level)
-            await quiesce(target.server)
-            with Meter(target.server, database) as meter:
-                rtts, tally = await latency_phase(sockets, per_session, timeout)
-            target.appends += tally.sent
-            done = max(tally.received, 1)
-            out[str(level)] = {
-                "round_trips": tally.received,
-                "p50_ms": percentile(rtts, 0.50) * 1e3 if rtts else None,
-                "p99_ms": percentile(rtts, 0.99) * 1e3 if rtts else None,
-                "round_trips_per_s": tally.received / meter.wall,
-                "relay_cpu_us_per_rt": meter.relay / done * 1e6,
-                "postgres_cpu_us_per_rt": meter.services["postgres"] / done * 1e6,
-                "postgres_bench_cpu_us_per_rt": meter.services["postgres_bench"] / done * 1e6,
-                "redis_cpu_us_per_rt": meter.services["redis"] / done * 1e6,
-                "lost": tally.lost, "duplicated": tally.duplicated, "reordered": tally.reordered,
-                "errors": tally.errors,
-            }
+            for target in targets:
+                sockets[target.name] += await sessions_open(target, level - len(sockets[target.name]), concurrency)
+            per_turn = -(-max(20, events // level) // rounds)
+            totals = {target.name: {"rtts": [], "tally": Tally(), "wall": 0.0, "relay": 0.0,
+                                    "services": collections.Counter()} for target in targets}
+            for turn in range(rounds):
+                for target in (targets if turn % 2 == 0 else targets[::-1]):
+                    await quiesce(target.server)
+                    with Meter(target.server, database) as meter:
+                        rtts, tally = await latency_phase(sockets[target.name], per_turn, timeout)
+                    total = totals[target.name]
+                    total["rtts"] += rtts
+                    for name in ("sent", "received", "lost", "duplicated", "reordered"):
+                        setattr(total["tally"], name, getattr(total["tally"], name) + getattr(tally, name))
+                    total["tally"].errors = (total["tally"].errors + tally.errors)[:5]
+                    total["wall"] += meter.wall
+                    total["relay"] += meter.relay
+                    total["services"].update(meter.services)
+            for target in targets:
+                total = totals[target.name]
+                tally, rtts = total["tally"], total["rtts"]
+                target.appends += tally.sent
+                done = max(tally.received, 1)
+                out[target.name][str(level)] = {
+                    "round_trips": tally.received,
+                    "p50_ms": percentile(rtts, 0.50) * 1e3 if rtts else None,
+                    "p99_ms": percentile(rtts, 0.99) * 1e3 if rtts else None,
+                    "round_trips_per_s": tally.received / total["wall"],
+                    "relay_cpu_us_per_rt": total["relay"] / done * 1e6,
+                    "postgres_cpu_us_per_rt": total["services"]["postgres"] / done * 1e6,
+                    "postgres_bench_cpu_us_per_rt": total["services"]["postgres_bench"] / done * 1e6,
+                    "redis_cpu_us_per_rt": total["services"]["redis"] / done * 1e6,
+                    "lost": tally.lost, "duplicated": tally.duplicated, "reordered": tally.reordered,
+                    "errors": tally.errors,
+                }
     finally:
-        await sessions_close(sockets, target)
+        for target in targets:
+            await sessions_close(sockets[target.name], target)
     return out
 
 
@@ -995,12 +1015,15 @@ def scale_run(args, raw_key: str, agent_pk: int, logs: Path, run_number: int) ->
         for name in names:
             target = start_relay(name, args, echo_url, logs, raw_key)
             live.append(target)
-            print(f"  idle ({args.idle_cpu_sessions} sessions, {args.idle_cpu_seconds:g} s) and ping-pong: {target.name}",
+            print(f"  idle ({args.idle_cpu_sessions} sessions, {args.idle_cpu_seconds:g} s): {target.name}",
                   flush=True)
             result["idle"][target.name] = asyncio.run(idle_cpu(target, args.idle_cpu_sessions, args.idle_cpu_seconds,
                                                                args.storm_concurrency, database))
-            result["pingpong"][target.name] = asyncio.run(pingpong(target, args.pingpong_sessions, args.pingpong_events,
-                                                                   args.storm_concurrency, database, args.phase_timeout))
+        print(f"  ping-pong: {', '.join(target.name for target in live)} taking turns", flush=True)
+        result["pingpong"] = asyncio.run(pingpong(live, args.pingpong_sessions, args.pingpong_events,
+                                                  args.pingpong_rounds, args.storm_concurrency, database,
+                                                  args.phase_timeout))
+        for target in live:
             if target.name.startswith("gateway"):
                 appends += target.appends
                 connected += target.connected_seconds
@@ -1130,7 +1153,9 @@ def scale_render(summary: dict, meta: dict) -> str:
                "of `redis-server`.")
     out.append("")
     out.append(f"**Ping-pong**: one 100 ms append in flight per session, {meta['pingpong_events']:,} round trips per level "
-               f"(at least 20 per session); sessions opened {meta['concurrency']} at a time, each level adding to the last.")
+               f"and target (at least 20 per session), in {meta.get('pingpong_rounds', 1)} turns: the targets, their sessions "
+               f"all open, take turns, the order flipping every round, so that a drift of the shared machine falls on each "
+               f"alike; sessions opened {meta['concurrency']} at a time, each level adding to the last.")
     out.append("")
     out.append("| sessions | target | p50 ms | p99 ms | round trips/s | relay CPU µs/rt | × minimal | × floor | PG µs/rt | "
                "PG bench µs/rt | Redis µs/rt | PG+Redis µs/rt over minimal | lost | dup | reord |")
@@ -1219,6 +1244,7 @@ def scale_main(args, began: float, logs: Path, raw_key: str, agent_pk: int) -> i
         "servers": args.servers,
         "arguments": " ".join(args.argv),
         "pingpong_events": args.pingpong_events,
+        "pingpong_rounds": args.pingpong_rounds,
         "idle_sessions": args.idle_cpu_sessions,
         "idle_seconds": args.idle_cpu_seconds,
         "storm_sessions": args.storm_sessions,
@@ -1257,7 +1283,9 @@ def parse_args(argv=None):
     scale.add_argument("--scale", action="store_true",
                        help="ping-pong CPU per round trip, idle CPU and memory, connect storm, ledger exactness")
     scale.add_argument("--pingpong-sessions", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500])
-    scale.add_argument("--pingpong-events", type=int, default=20000,
+    scale.add_argument("--pingpong-rounds", type=int, default=5,
+                       help="turns the targets take at each ping-pong level (the order flips every round)")
+    scale.add_argument("--pingpong-events", type=int, default=40000,
                        help="round trips per ping-pong level and target (at least 20 per session)")
     scale.add_argument("--no-floor", dest="floor", action="store_false",
                        help="leave out floor-uvicorn (bench/asgi_relay_floor.py, the server's own cost)")
