@@ -292,16 +292,21 @@ class SessionLifecycle:
         if self._alarm is not None:
             self._alarm.cancel()
         work = self._work
-        if work is not None and not self._closing:  # a budget look still running
-            await tasks_stop([work])
-        if self._slot:
-            try:
-                await limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)
-            except Exception:
-                logger.exception("slot release failed for session %s", self.session_id)
-        if self.recorded:
-            session_record_close(session_id=self.session_id, close_reason=reason)
-        _released(self)
+        try:
+            if work is not None and not self._closing:  # a budget look still running
+                await tasks_stop([work])
+            if self._slot:
+                try:
+                    await limits.session_slot_release(key_id=self.auth.key_id, session_id=self.session_id)
+                except Exception:
+                    logger.exception("slot release failed for session %s", self.session_id)
+        finally:
+            # Also when a second cancel (a server cancelling the connection's task again) interrupts the
+            # awaits above: the record would otherwise stay "live" and a drain wait for it for good. A
+            # slot not released lapses with its lease.
+            if self.recorded:
+                session_record_close(session_id=self.session_id, close_reason=reason)
+            _released(self)
 
 
 __all__ = ["AuthFailed", "SessionLifecycle", "SessionRefused", "max_seconds_for", "refused", "session_admit"]
