@@ -247,6 +247,15 @@ class Tally:
     reordered: int = 0
     errors: list = field(default_factory=list)
 
+    def add(self, other: Tally) -> None:
+        """Count ``other`` (a later turn of the same target) in this one."""
+        self.sent += other.sent
+        self.received += other.received
+        self.lost += other.lost
+        self.duplicated += other.duplicated
+        self.reordered += other.reordered
+        self.errors = (self.errors + other.errors)[:5]
+
     def other(self, event: dict) -> None:
         if event.get("type") == "error":
             self.note(event.get("error"))
@@ -877,9 +886,7 @@ async def pingpong(targets: list[Target], levels: list[int], events: int, rounds
                         rtts, tally = await latency_phase(sockets[target.name], per_turn, timeout)
                     total = totals[target.name]
                     total["rtts"] += rtts
-                    for name in ("sent", "received", "lost", "duplicated", "reordered"):
-                        setattr(total["tally"], name, getattr(total["tally"], name) + getattr(tally, name))
-                    total["tally"].errors = (total["tally"].errors + tally.errors)[:5]
+                    total["tally"].add(tally)
                     total["wall"] += meter.wall
                     total["relay"] += meter.relay
                     total["services"].update(meter.services)
