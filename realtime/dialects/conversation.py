@@ -269,7 +269,7 @@ class ConversationConnection:
 
     # --- ClientLink: upstream events in, ConversationResponses out ------------------------------------
 
-    async def deliver(self, text: str, *, bounded: bool = True) -> None:
+    def deliver(self, text: str, *, bounded: bool = True) -> None:
         """(Answers are assembled here, not queued towards the client: ``bounded`` does not apply.)"""
         try:
             event = orjson.loads(text)
@@ -284,7 +284,7 @@ class ConversationConnection:
             if reply is not None:
                 reply.finish(error=failure)
             elif error.get("event_id") != "sb_conversation_text":
-                await self.report(failure)
+                self._send_error(failure)
             return
         if reply is None:
             return
@@ -304,6 +304,9 @@ class ConversationConnection:
                 reply.finish()
 
     async def report(self, error: GatewayError) -> None:
+        self._send_error(error)
+
+    def _send_error(self, error: GatewayError) -> None:
         body: dict[str, object] = {"error": {"code": error.code, "message": error.message}}
         if self.conversation is not None:
             body["conversationId"] = str(self.conversation.conversation_id)

@@ -171,8 +171,8 @@ class RealtimeConnection:
 
     # --- ClientLink ---------------------------------------------------------------------------------
 
-    async def deliver(self, text: str, *, bounded: bool = True) -> None:
-        await self.outbox.send_text(text, bounded=bounded)  # raises ClientTooSlow past REALTIME_CLIENT_BUFFER_BYTES
+    def deliver(self, text: str, *, bounded: bool = True) -> None:
+        self.outbox.offer(text, bounded=bounded)  # raises ClientTooSlow past REALTIME_CLIENT_BUFFER_BYTES
 
     async def report(self, error: GatewayError, *, client_event_id: str | None = None, param: str | None = None):
         metrics.error_sent(error.code)

@@ -1,5 +1,9 @@
 """Frames on their way to one client connection: sent in order by one task, bounded in bytes.
 
+The relay's hot path skips the task: ``offer`` writes a frame at once when nothing is queued ahead of
+it and the server can take it without waiting (``ServerWebSocketProtocol.send_text_now``, the
+production ``--ws`` protocol); only the overflow, and every frame on other servers, waits for the task.
+
 A client that stops reading must not grow the server's memory without bound. What an ASGI server's
 ``send()`` does with a frame differs (read in their sources):
 
@@ -76,31 +80,26 @@ class DaphneConnection:
         self.protocol.closeHandshakeTimeout = seconds
 
 
-def send_completes_now(send, daphne: DaphneConnection | None) -> Callable[[], bool] | None:
-    """A test of whether the server's ``send()`` would return without waiting, read in their sources:
-    daphne's never waits (its backlog is counted by DaphneConnection); uvicorn's sans-I/O protocol
-    waits only while its ``writable`` event is clear (the socket's buffer is above its high-water mark).
-    None for other servers: every frame then goes through the outbox's task."""
-    if daphne is not None:
-        return lambda: True
-    server: Any = getattr(send, "__self__", None)
-    writable = getattr(server, "writable", None)
-    if isinstance(writable, asyncio.Event) and hasattr(server, "conn") and hasattr(server, "transport"):
-        return writable.is_set
-    return None
+def server_write_now(send) -> Callable[[str], bool] | None:
+    """The server's synchronous text send, if it has one: ``ServerWebSocketProtocol.send_text_now``
+    (realtime/lib/frames.py, the production ``--ws`` protocol), which writes a frame at once when
+    ``send()`` would not wait and says False otherwise. None for other servers: every frame then goes
+    through the outbox's task."""
+    write_now = getattr(getattr(send, "__self__", None), "send_text_now", None)
+    return write_now if callable(write_now) else None
 
 
 class ClientOutbox:
     """``accept`` once, then ``push`` text frames and ``close`` the connection; one task sends them."""
 
-    __slots__ = ("_send", "_limit", "_daphne", "_ready", "_sending", "_frames", "_queued_bytes", "_task", "_name",
+    __slots__ = ("_send", "_limit", "_daphne", "_write_now", "_sending", "_frames", "_queued_bytes", "_task", "_name",
                  "_closing", "_on_abandon", "abandoned")
 
     def __init__(self, send, *, limit_bytes: int, on_abandon: Callable[[], None]):
         self._send = send
         self._limit = limit_bytes
         self._daphne = DaphneConnection.of(send)
-        self._ready = send_completes_now(send, self._daphne)
+        self._write_now = server_write_now(send)
         self._sending = False  # a frame is being handed to the server (ordering: see send_text)
         self._frames: Fifo[dict] = Fifo()
         self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
@@ -134,26 +133,23 @@ class ClientOutbox:
         self._enqueue({"type": "websocket.send", "text": text})
         self._queued_bytes += len(text)
 
-    async def send_text(self, text: str, *, bounded: bool = True) -> None:
-        """``push``, but a frame with nothing ahead of it goes to the server from the calling task when
-        the server's ``send()`` cannot wait, without waking the outbox's task (the relay's hot path)."""
-        if self._closing:
-            return
-        if self._ready is None or self._frames or self._sending or not self._ready():
+    def offer(self, text: str, *, bounded: bool = True) -> None:
+        """``push``, but a frame with nothing ahead of it is written at once when the server can take
+        it without waiting: the relay's hot path wakes no task."""
+        write_now = self._write_now
+        if write_now is None or self._closing or self._frames or self._sending:
             self.push(text, bounded=bounded)
             return
-        if bounded and self.undelivered_bytes() + len(text) > self._limit:
+        if bounded and len(text) > self._limit:  # nothing queued here, and uvicorn's buffer is not full
             raise ClientTooSlow
-        self._sending = True
         try:
-            await self._send({"type": "websocket.send", "text": text})
+            if write_now(text):
+                return
         except Exception as exc:  # the connection went away under us: nothing left to send to
             logger.debug("client connection gone while sending: %r", exc)
             self._closing = True
-            self._frames.clear()
-            self._queued_bytes = 0
-        finally:
-            self._sending = False
+            return
+        self.push(text, bounded=bounded)  # the server's buffer is full, or it is closing: send() decides
 
     def call_in_order(self, action: Callable[[], None]) -> None:
         """Run ``action`` once every frame queued so far was handed to the server (a ping that must

@@ -5,9 +5,12 @@ order. A dialect consumer attaches a ClientLink (how to deliver an upstream even
 and end the client connection) and hands over client events already translated to the upstream
 protocol; no protocol translation happens here.
 
-Ordering: upstream events reach the client from one reader task; client events reach the upstream from
-one writer task through a bounded queue. While no client is attached (a dropped client within the
-resume window) upstream events go to a bounded ResumeBuffer that ``attach`` replays first.
+Ordering and tasks: upstream events reach the client from the upstream socket's read callback, in order
+(``UpstreamClientConnection.relay_to``), so a session has no reader task; client events are written to
+the upstream by the task that received them, unless something is queued ahead or the upstream's buffer
+is full: then they wait, in order, for the session's writer task (bounded). While no client is attached
+(a dropped client within the resume window) upstream events go to a bounded ResumeBuffer that
+``attach`` replays first.
 
 Back-pressure: the client-to-upstream queue is bounded (REALTIME_UPSTREAM_QUEUE_EVENTS), so a client
 outrunning its upstream ends with ``client_too_fast`` instead of growing memory. Towards the client, a
@@ -53,7 +56,9 @@ logger = logging.getLogger(__name__)
 
 
 class ClientLink(Protocol):
-    async def deliver(self, text: str, *, bounded: bool = True) -> None: ...
+    # Synchronous: upstream events are relayed from the upstream socket's read callback (no task).
+    # Raises ClientTooSlow once the client's undelivered data passes its bound.
+    def deliver(self, text: str, *, bounded: bool = True) -> None: ...
     async def report(self, error: GatewayError) -> None: ...
     async def end(self, *, code: int, reason: str) -> None: ...
     async def resumed(self, *, replayed: int) -> None: ...
@@ -61,6 +66,8 @@ class ClientLink(Protocol):
 
 _refused = refused
 
+INTERNAL_ERROR = GatewayError("internal_error", "The gateway failed; the session was closed.",
+                              limits.CLOSE_INTERNAL, "server_error")
 SESSION_REPLACED = GatewayError("session_replaced", "A new session was started with this session key.",
                                 limits.CLOSE_REPLACED)
 
@@ -132,12 +139,14 @@ class GatewaySession:
         self.opened = False
         self.closed = False
         self.close_reason = ""
-        self._upstream: Any = None  # a websockets ClientConnection once _open has connected
-        self._upstream_high_water = 0  # its write buffer's high-water mark (see from_client)
+        self._upstream: Any = None  # an UpstreamClientConnection once _open has connected
+        self._relayed = metrics.relay(dialect, "to_client")
+        self._relayed_up = metrics.relay(dialect, "to_upstream")
         # The session inspector's timeline: each event both ways, noted inline, written in batches elsewhere.
         self._timeline = SessionTimeline(project_id=auth.project_id, session_id=self.session_id)
         self._to_upstream: Fifo[str] = Fifo()
         self._upstream_sending = False  # a send to the upstream is under way (ordering: see from_client)
+        self._relay_stopped = False  # upstream events are no longer relayed: the session is closing
         self._writer_started = False
         self._buffer = buffer.ResumeBuffer(max_events=settings.REALTIME_BUFFER_MAX_EVENTS)
         self._tasks: list[asyncio.Task] = []
@@ -181,7 +190,6 @@ class GatewaySession:
                     target=target, max_frame_bytes=settings.REALTIME_MAX_FRAME_BYTES
                 )
                 metrics.upstream_connect.observe(time.monotonic() - connect_started)
-                self._upstream_high_water = self._upstream.transport.get_write_buffer_limits()[1]
             except upstream.UpstreamFailed as exc:
                 raise SessionRefused(exc.error) from None
         except SessionRefused as exc:
@@ -209,7 +217,9 @@ class GatewaySession:
             self._swallow_config_reply = True
         # Taken by the process's usage writer every flush interval (accounts.billing.writer).
         self._meter = SessionMeter(key=self.auth, session_id=self.session_id, dialect=self.dialect)
-        self._spawn(self._read_upstream(), "upstream-reader")
+        # Upstream events are relayed as the upstream socket delivers them (no reader task): what
+        # arrived while opening is buffered for attach(), like everything while no client is attached.
+        self._upstream.relay_to(self._from_upstream_message, on_closed=self._upstream_closed)
         # Every limit on the process clock; no client attached (waiting for a resume) is not idle.
         lifecycle.watch(warn=self._budget_warn, close=self._lifecycle_close, idle=lambda: self._detached_at is None)
         self.opened = True
@@ -241,9 +251,7 @@ class GatewaySession:
             return
         logger.error("session %s: task %s failed", self.session_id, task.get_name(), exc_info=task.exception())
         if not self.closed:
-            error = GatewayError("internal_error", "The gateway failed; the session was closed.",
-                                 limits.CLOSE_INTERNAL, "server_error")
-            self.close_soon(reason="internal_error", error=error)
+            self.close_soon(reason="internal_error", error=INTERNAL_ERROR)
 
     # --- Attaching clients ------------------------------------------------------------------------
 
@@ -259,7 +267,7 @@ class GatewaySession:
             await link.resumed(replayed=len(self._buffer))
         while len(self._buffer):
             # Not bounded by the link's limit: the resume buffer bounded these already.
-            await link.deliver(self._buffer.popleft(), bounded=False)
+            link.deliver(self._buffer.popleft(), bounded=False)
         # No await between the emptiness check above and this line, so nothing can slip in between.
         self.link = link
         self._detached_at = None
@@ -288,24 +296,14 @@ class GatewaySession:
         """A client event, already checked by the dialect, for the upstream (unchanged)."""
         if self.closed:
             return
-        metrics.relay(self.dialect, "to_upstream").add(text)
+        self._relayed_up.add(text)
         self.lifecycle.touch()
         self._meter.client_event(event)  # audio by bytes; a declared format changes nothing
         queued = len(self._to_upstream)
-        upstream_ws = self._upstream
-        # Nothing ahead of it, and websockets' send cannot wait (not paused, and this frame cannot take
-        # its write buffer past the high-water mark, the only case in which it awaits a drain): sent
-        # here, without waking the writer task.
-        if not queued and not self._upstream_sending and not upstream_ws.paused and (
-                upstream_ws.transport.get_write_buffer_size() + len(text) + 14 <= self._upstream_high_water):
-            self._upstream_sending = True
+        # Nothing ahead of it, and the upstream can take it without waiting: written here, without
+        # waking the writer task.
+        if not queued and not self._upstream_sending and self._upstream.send_now(text):
             self._timeline.sent(text)
-            try:
-                await upstream_ws.send(text)
-            except ConnectionClosed:
-                pass  # the reader reports the close
-            finally:
-                self._upstream_sending = False
             return
         if queued >= settings.REALTIME_UPSTREAM_QUEUE_EVENTS:
             self.close_soon(reason=limits.CLIENT_TOO_FAST.code, error=limits.CLIENT_TOO_FAST)
@@ -350,39 +348,43 @@ class GatewaySession:
             return None
         return text
 
-    async def _read_upstream(self) -> None:
-        recv, note = self._upstream.recv, self._timeline.received
-        relayed = metrics.relay(self.dialect, "to_client")
+    def _from_upstream_message(self, message: str | bytes) -> None:
+        """One upstream message, in the upstream socket's read callback (UpstreamClientConnection.relay_to):
+        metered, then delivered to the client, or buffered while none is attached. Never raises."""
+        if self.closed or self._relay_stopped:
+            return
         try:
-            while True:
-                message = await recv()
-                note(message)
-                text = self._from_upstream(message)
-                message = None
-                if text is None:
-                    continue
-                relayed.add(text)
-                link = self.link
-                if link is not None:
-                    try:
-                        await link.deliver(text)
-                    except ClientTooSlow:
-                        await self.close(reason=limits.CLIENT_TOO_SLOW.code, error=limits.CLIENT_TOO_SLOW)
-                        return
-                else:
-                    try:
-                        self._buffer.append(text)
-                    except buffer.BufferOverflow:
-                        await self.close(reason="resume_buffer_overflow")
-                        return
-                text = None  # an idle session must not keep its last event (often 6 KB of audio) alive
-        except ConnectionClosed as exc:
-            if not self.closed:
-                rcvd = exc.rcvd
-                error = upstream.upstream_closed_error(
-                    code=rcvd.code if rcvd else None, reason=rcvd.reason if rcvd else ""
-                )
-                await self.close(reason="upstream_closed", error=error)
+            self._timeline.received(message)
+            text = self._from_upstream(message)
+            if text is None:
+                return
+            self._relayed.add(text)
+            link = self.link
+            if link is not None:
+                try:
+                    link.deliver(text)
+                except ClientTooSlow:
+                    self._stop_relaying(reason=limits.CLIENT_TOO_SLOW.code, error=limits.CLIENT_TOO_SLOW)
+            else:
+                try:
+                    self._buffer.append(text)
+                except buffer.BufferOverflow:
+                    self._stop_relaying(reason="resume_buffer_overflow")
+        except Exception:  # a bug here must not reach the socket's callback, nor leave the session half alive
+            logger.exception("session %s: relaying an upstream event failed", self.session_id)
+            self._stop_relaying(reason="internal_error", error=INTERNAL_ERROR)
+
+    def _stop_relaying(self, *, reason: str, error: GatewayError | None = None) -> None:
+        """Nothing more reaches the client or the buffer; the session closes in a task of its own."""
+        self._relay_stopped = True
+        self.close_soon(reason=reason, error=error)
+
+    def _upstream_closed(self) -> None:
+        if self.closed:
+            return
+        rcvd = self._upstream.protocol.close_rcvd
+        error = upstream.upstream_closed_error(code=rcvd.code if rcvd else None, reason=rcvd.reason if rcvd else "")
+        self.close_soon(reason="upstream_closed", error=error)
 
     async def _write_upstream(self) -> None:
         """Sends what ``from_client`` queued: events that arrived while a send was waiting for the
@@ -397,7 +399,7 @@ class GatewaySession:
                 self._upstream_sending = False
                 text = None  # an idle session must not keep its last event alive
         except ConnectionClosed:
-            pass  # the reader reports the close
+            pass  # reported by _upstream_closed
 
     # --- Closing ----------------------------------------------------------------------------------
 
