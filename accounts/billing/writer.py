@@ -27,6 +27,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 
 from accounts.billing.ledger import UsageBatch, ledger_write, usage_batch_price
 from accounts.billing.spool import UsageSpool
+from project.ticks import tick_at_or_before
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ class UsageWriter:
         while not self._closing:
             try:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel (gh-86296).
-                async with asyncio.timeout(settings.REALTIME_METER_FLUSH_SECONDS):
+                # On the process's grid, never later than the interval: a shared wake-up (project/ticks.py).
+                interval = settings.REALTIME_METER_FLUSH_SECONDS
+                async with asyncio.timeout_at(tick_at_or_before(self._loop.time() + interval, period=interval)):
                     await self._wake.wait()
             except TimeoutError:
                 pass

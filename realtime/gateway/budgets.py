@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from accounts.billing.budgets import budget_state_get, budget_state_peek
+from project.ticks import sleep_to_tick
 from realtime.gateway.limits import CLOSE_BUDGET_EXCEEDED, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def budget_board_discard(guard: BudgetGuard) -> None:
 
 async def _board_run() -> None:
     while _board.guards:
-        await asyncio.sleep(settings.BILLING_SPEND_CACHE_SECONDS)
+        await sleep_to_tick(settings.BILLING_SPEND_CACHE_SECONDS)  # on the process's grid: a shared wake-up
         for project_id in list(_board.guards):
             try:
                 state = budget_state_peek(project_id=project_id)

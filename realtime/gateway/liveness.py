@@ -25,6 +25,7 @@ import time
 
 from django.conf import settings
 
+from project.ticks import sleep_to_tick
 from realtime.agents import deployment_cache
 from realtime.gateway import availability
 
@@ -163,7 +164,8 @@ async def _monitor() -> None:
             started = time.monotonic()
             # The beat first and beside the probes: a hung database must not delay the leases.
             await asyncio.gather(_beat_once(redis_client()), prober.probe())
-            await asyncio.sleep(max(0.05, BEAT_SECONDS - (time.monotonic() - started)))
+            # On the process's grid: the beat shares its wake-up with the pings and flushes due then.
+            await sleep_to_tick(max(0.05, BEAT_SECONDS - (time.monotonic() - started)))
     finally:
         await prober.close()
 

@@ -27,6 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from project.bulk import default_database_vendor, rows_insert_postgresql
+from project.ticks import sleep_to_tick
 from realtime.models import SessionRecord
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ async def _writer_run() -> None:
     """Write what was noted every RECORD_FLUSH_SECONDS; ends itself when nothing is left (an idle
     process has no task waking here)."""
     while _writer.closes:
-        await asyncio.sleep(RECORD_FLUSH_SECONDS)
+        await sleep_to_tick(RECORD_FLUSH_SECONDS)  # on the process's grid: a shared wake-up
         await records_flush()
 
 

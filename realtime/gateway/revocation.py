@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.notify import key_group
+from project.ticks import sleep_to_tick
 from realtime.gateway import availability
 from realtime.gateway.auth import api_keys_inactive
 
@@ -127,7 +128,7 @@ class _Watcher:
 
     async def _recheck(self) -> None:
         while True:
-            await asyncio.sleep(settings.REALTIME_KEY_RECHECK_SECONDS)
+            await sleep_to_tick(settings.REALTIME_KEY_RECHECK_SECONDS)  # on the process's grid: a shared wake-up
             if not self.watches:
                 continue
             try:

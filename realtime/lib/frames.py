@@ -31,6 +31,8 @@ from websockets.exceptions import InvalidState
 from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
 
+from project.ticks import tick_at_or_after
+
 
 def frame_release(frame: Frame) -> None:
     """Drop the frame's reference to its payload (whoever took the payload keeps it)."""
@@ -52,6 +54,13 @@ class ServerWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_cont(self, event: Frame) -> None:
         super().handle_cont(event)
         frame_release(event)
+
+    def schedule_ping(self) -> None:
+        """uvicorn's keepalive ping (``--ws-ping-interval``), on the process's grid of whole seconds
+        (project/ticks.py): the connections due within the same second are pinged in one wake-up."""
+        assert self.ping_interval is not None
+        due = self.loop.time() + max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.ping_timer = self.loop.call_at(tick_at_or_after(due, period=self.ping_interval), self.send_keepalive_ping)
 
     def send_text_now(self, text: str) -> bool:
         """What ``send({"type": "websocket.send", "text": text})`` does, when it would not wait: the

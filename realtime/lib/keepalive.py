@@ -9,6 +9,10 @@ closed with 1011 "keepalive ping timeout" if its previous ping is still unanswer
 otherwise it is pinged with websockets' public ``ping()`` and queued again. The detection time is
 websockets' too: a silent peer is closed two intervals after the last pong at the latest.
 
+The timer fires on the process's grid of whole seconds (project/ticks.py), at most a second after a
+connection is due: every upstream due in the same second is pinged in one wake-up, together with the
+client legs' pings (realtime/lib/frames.py), rather than each in a wake-up of its own.
+
 The queue holds weak references: a connection that closed and was dropped is not kept alive until its
 turn comes.
 """
@@ -23,6 +27,8 @@ import weakref
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+
+from project.ticks import tick_at_or_after
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +45,21 @@ class _Keepalive:
         self._queue: collections.deque[tuple[float, weakref.ref[ClientConnection], asyncio.Future | None]] = \
             collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # the grid point the timer fires at
         self._tasks: set[asyncio.Task] = set()
 
     def add(self, connection: ClientConnection, pong: asyncio.Future | None = None) -> None:
         self._queue.append((self._loop.time() + PING_INTERVAL_SECONDS, weakref.ref(connection), pong))
         if self._timer is None:
-            self._timer = self._loop.call_at(self._queue[0][0], self._due)
+            self._arm()
+
+    def _arm(self) -> None:
+        self._timer_at = tick_at_or_after(self._queue[0][0], period=PING_INTERVAL_SECONDS)
+        self._timer = self._loop.call_at(self._timer_at, self._due)
 
     def _due(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        now = max(self._loop.time(), self._timer_at)  # (the loop's clock may read a hair before the point)
         due = []
         while self._queue and self._queue[0][0] <= now:
             _at, ref, pong = self._queue.popleft()
@@ -58,7 +69,7 @@ class _Keepalive:
         if due:
             self._start(self._ping(due), name="websocket-keepalive")
         if self._queue and self._timer is None:
-            self._timer = self._loop.call_at(self._queue[0][0], self._due)
+            self._arm()
 
     async def _ping(self, due: list[tuple[ClientConnection, asyncio.Future | None]]) -> None:
         for connection, pong in due:

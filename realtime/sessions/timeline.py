@@ -24,6 +24,8 @@ import orjson
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from project.ticks import sleep_to_tick
+
 logger = logging.getLogger(__name__)
 
 TIMELINE_MAX_EVENTS = 500
@@ -277,7 +279,7 @@ def _writer_ensure() -> None:
 async def _writer_run() -> None:
     """Write what was noted every TIMELINE_FLUSH_SECONDS; ends itself when nothing is left to do."""
     while True:
-        await asyncio.sleep(TIMELINE_FLUSH_SECONDS)
+        await sleep_to_tick(TIMELINE_FLUSH_SECONDS)  # on the process's grid: a shared wake-up
         await timeline_flush()
         if not _writer.pending and not _writer.sessions:
             return
