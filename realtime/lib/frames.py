@@ -132,6 +132,8 @@ class UpstreamClientConnection(ClientConnection):
         super().process_event(event)
 
     def _relay_frame(self, frame: Frame) -> None:
+        if self._failed:  # closing: what the upstream sends meanwhile is dropped, not collected
+            return
         fragments = self._fragments
         if fragments is None:
             if frame.fin:
