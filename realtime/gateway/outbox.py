@@ -100,7 +100,7 @@ class ClientOutbox:
         self._limit = limit_bytes
         self._daphne = DaphneConnection.of(send)
         self._write_now = server_write_now(send)
-        self._sending = False  # a frame is being handed to the server (ordering: see send_text)
+        self._sending = False  # a frame is being handed to the server (ordering: see offer)
         self._frames: Fifo[dict] = Fifo()
         self._queued_bytes = 0  # characters, i.e. bytes for the ASCII JSON of the protocol
         self._task: asyncio.Task | None = None  # started by the first frame that has to wait (_enqueue)
@@ -115,7 +115,7 @@ class ClientOutbox:
 
     def _enqueue(self, frame: dict) -> None:
         """Queue a frame for the sending task, started on first use: a connection whose frames all went
-        straight to the server (send_text) never holds one."""
+        straight to the server (offer) never holds one."""
         self._frames.put(frame)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name or "client-outbox")
